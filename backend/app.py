@@ -1,0 +1,88 @@
+"""The composition root: settings -> database -> repositories -> services, built once per process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+
+from backend.hub.factory import model_source_from_settings
+from backend.hub.interface import ModelSource
+from backend.services.admin import AdminService
+from backend.services.mirror import MirrorService
+from backend.services.queue import QueueService, RetryPolicy
+from backend.services.submissions import SubmissionService
+from backend.services.validation import ValidationContext
+from backend.services.votes import VoteService
+from backend.settings import Settings
+from backend.storage.database import Database
+from backend.storage.moderation import ModerationRepository
+from backend.storage.requests import RequestRepository
+from backend.storage.votes import VoteRepository
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class App:
+    settings: Settings
+    db: Database
+    clock: Callable[[], datetime] = utcnow
+    source: ModelSource | None = field(default=None)
+
+    @classmethod
+    def open(cls, settings: Settings, source: ModelSource | None = None) -> App:
+        """Connect to the configured database, bringing its schema up to date."""
+        db = Database(settings.database_url)
+        db.ensure_schema()
+        return cls(settings=settings, db=db, source=source)
+
+    @cached_property
+    def requests(self) -> RequestRepository:
+        return RequestRepository(self.db)
+
+    @cached_property
+    def vote_repository(self) -> VoteRepository:
+        return VoteRepository(self.db)
+
+    @cached_property
+    def moderation(self) -> ModerationRepository:
+        return ModerationRepository(self.db)
+
+    @cached_property
+    def model_source(self) -> ModelSource:
+        return self.source or model_source_from_settings(self.settings.model_store)
+
+    @cached_property
+    def submissions(self) -> SubmissionService:
+        ctx = ValidationContext(self.settings, self.model_source, self.moderation, self.requests, self.clock)
+        return SubmissionService(ctx, self.requests)
+
+    @cached_property
+    def votes(self) -> VoteService:
+        return VoteService(self.vote_repository, self.clock)
+
+    @cached_property
+    def queue(self) -> QueueService:
+        return QueueService(
+            self.requests,
+            self.vote_repository,
+            self.clock,
+            self.settings.lease_seconds,
+            RetryPolicy(self.settings.max_attempts),
+            self.settings.max_page_size,
+        )
+
+    @cached_property
+    def admin(self) -> AdminService:
+        return AdminService(self.requests, self.moderation, self.clock)
+
+    @cached_property
+    def mirror(self) -> MirrorService:
+        return MirrorService(self.requests, self.vote_repository, self.clock)
+
+    def close(self) -> None:
+        self.db.dispose()

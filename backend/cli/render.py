@@ -1,0 +1,63 @@
+"""How requests look on a terminal and as JSON (the same fields the requests mirror uses)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from backend.domain import EvalRequest, RequestDetail
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def to_json(value: Any) -> str:
+    if hasattr(value, "__dataclass_fields__"):
+        value = asdict(value)
+    elif isinstance(value, list) and value and hasattr(value[0], "__dataclass_fields__"):
+        value = [asdict(v) for v in value]
+    return json.dumps(_plain(value), indent=2, ensure_ascii=False)
+
+
+def queue_table(requests: list[EvalRequest], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("id", "model", "sha", "precision", "votes", "status", "attempts", "submitted", "reason"):
+        table.add_column(column, overflow="fold")
+    for r in requests:
+        table.add_row(
+            str(r.id),
+            r.model,
+            r.sha[:10],
+            r.precision.value,
+            str(r.votes),
+            r.status.value,
+            str(r.attempts),
+            r.submitted_at.strftime("%Y-%m-%d %H:%M"),
+            r.failure_reason or "",
+        )
+    return table
+
+
+def print_detail(console: Console, detail: RequestDetail) -> None:
+    r = detail.request
+    console.print(f"[bold]request {r.id}[/bold]: {r.model} @ {r.sha} ({r.precision}, {r.weight_type}, {r.model_type})")
+    console.print(f"status {r.status}, {r.votes} votes, {r.attempts} attempts, submitted by {r.sender}")
+    if r.failure_reason:
+        console.print(f"failure: {r.failure_reason}")
+    for h in detail.history:
+        console.print(f"  {h.at:%Y-%m-%d %H:%M:%S} {h.from_status or '-'} -> {h.to_status} by {h.actor}: {h.reason or ''}")

@@ -1,0 +1,140 @@
+"""One root exception; every subclass's docstring is its default message and says what to do.
+
+Driver and Hub errors are translated into these at the edge (``raise X(...) from exc``) so that the CLI
+and the HTTP API render every failure the same way: a ``code``, a message a person can act on, and an
+HTTP status for the API.
+"""
+
+from __future__ import annotations
+
+
+class LeaderboardError(Exception):
+    """Something went wrong in the leaderboard backend."""
+
+    http_status: int = 500
+    code: str = "error"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or (self.__doc__ or self.__class__.__name__).strip()
+        super().__init__(self.message)
+
+
+class ConfigurationError(LeaderboardError):
+    """A setting is invalid: check the LEADERBOARD_* environment variables (`leaderboard settings`)."""
+
+    http_status = 500
+    code = "configuration"
+
+
+class SubmissionRejected(LeaderboardError):
+    """The submission failed a check: fix what the message names and submit again."""
+
+    http_status = 422
+    code = "submission_rejected"
+
+    def __init__(self, rule: str, problem: str, fix: str) -> None:
+        self.rule = rule
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"rejected by rule '{rule}': {problem}. Fix: {fix}")
+
+
+class AlreadySubmitted(SubmissionRejected):
+    """This model, commit and precision is already queued, running or evaluated."""
+
+    http_status = 409
+    code = "already_submitted"
+
+    def __init__(self, model: str, sha: str, precision: str, request_id: int | None, status: str | None) -> None:
+        self.request_id = request_id
+        where = f" as request {request_id} ({status})" if request_id is not None else ""
+        super().__init__(
+            "duplicate",
+            f"{model} at commit {sha} in {precision} is already submitted{where}",
+            "upvote the existing request instead (`leaderboard vote REQUEST`), or submit another commit "
+            "or precision",
+        )
+
+
+class RequestNotFound(LeaderboardError):
+    """No such request: list requests with `leaderboard queue`."""
+
+    http_status = 404
+    code = "request_not_found"
+
+
+class IllegalTransition(LeaderboardError):
+    """The request is not in a status that allows this change: look at its status with `leaderboard queue`."""
+
+    http_status = 409
+    code = "illegal_transition"
+
+
+class LeaseLost(LeaderboardError):
+    """This worker no longer holds the request (its lease expired or it was cancelled): stop working on it."""
+
+    http_status = 409
+    code = "lease_lost"
+
+
+class AlreadyVoted(LeaderboardError):
+    """You have already voted for this request: each user has one vote per request."""
+
+    http_status = 409
+    code = "already_voted"
+
+
+class NotVoted(LeaderboardError):
+    """You have not voted for this request, so there is no vote to withdraw."""
+
+    http_status = 409
+    code = "not_voted"
+
+
+class VotingClosed(LeaderboardError):
+    """Votes are only taken for pending requests; this one is no longer waiting in the queue."""
+
+    http_status = 409
+    code = "voting_closed"
+
+
+class InvalidInput(LeaderboardError):
+    """A value given is not valid: the message names the field and the values it accepts."""
+
+    http_status = 422
+    code = "invalid_input"
+
+
+class ModelSourceError(LeaderboardError):
+    """The model metadata source (the Hub or the local model store) could not answer: try again later."""
+
+    http_status = 503
+    code = "model_source_unavailable"
+
+
+class ModelNotFound(ModelSourceError):
+    """No model repository with this id: check the spelling, and that the repository is public."""
+
+    http_status = 404
+    code = "model_not_found"
+
+
+class RevisionNotFound(ModelSourceError):
+    """The repository has no such branch, tag or commit: give an existing revision."""
+
+    http_status = 404
+    code = "revision_not_found"
+
+
+class ModelAccessDenied(ModelSourceError):
+    """The repository is gated or private: only public models can be evaluated."""
+
+    http_status = 403
+    code = "model_access_denied"
+
+
+class MirrorFormatError(LeaderboardError):
+    """A file of the requests mirror is not in the expected layout: the message names the file and field."""
+
+    http_status = 422
+    code = "mirror_format"

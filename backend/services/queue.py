@@ -1,0 +1,123 @@
+"""The evaluation queue as workers and readers see it: ranked listing, claims with leases, heartbeats,
+completion, retries, and recovery of requests whose worker stopped heart-beating."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from backend.domain import EvalRequest, RequestDetail, Status
+from backend.errors import InvalidInput
+from backend.storage.requests import RequestRepository
+from backend.storage.votes import VoteRepository
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When a failed run goes back to the queue: only transient causes, and only so many times."""
+
+    max_attempts: int
+
+    def next_status(self, attempts: int, transient: bool) -> Status:
+        return Status.PENDING if transient and attempts < self.max_attempts else Status.FAILED
+
+
+@dataclass(frozen=True)
+class Recovered:
+    request_id: int
+    worker_id: str | None
+    status: Status
+
+
+class QueueService:
+    def __init__(
+        self,
+        requests: RequestRepository,
+        votes: VoteRepository,
+        clock: Callable[[], datetime],
+        lease_seconds: float,
+        policy: RetryPolicy,
+        max_page_size: int,
+    ) -> None:
+        self.requests = requests
+        self.votes = votes
+        self.clock = clock
+        self.lease = timedelta(seconds=lease_seconds)
+        self.policy = policy
+        self.max_page_size = max_page_size
+
+    def list(self, status: Status | None = Status.PENDING, limit: int = 100, offset: int = 0) -> list[EvalRequest]:
+        if not 1 <= limit <= self.max_page_size:
+            raise InvalidInput(f"limit must be between 1 and {self.max_page_size}")
+        if offset < 0:
+            raise InvalidInput("offset must be 0 or more")
+        return self.requests.list(status, limit, offset)
+
+    def detail(self, request_id: int) -> RequestDetail:
+        request = self.requests.get(request_id)
+        return RequestDetail(
+            request=request,
+            history=tuple(self.requests.history(request_id)),
+            voters=tuple(v.user for v in self.votes.list(request_id)),
+        )
+
+    def claim(self, worker_id: str) -> EvalRequest | None:
+        """The top-ranked pending request, now RUNNING under this worker's lease; None when none waits."""
+        request = self.requests.claim(worker_id, self.clock())
+        if request is not None:
+            log.info("request claimed", extra={"request_id": request.id, "model": request.model, "worker": worker_id})
+        return request
+
+    def heartbeat(self, request_id: int, worker_id: str) -> None:
+        self.requests.heartbeat(request_id, worker_id, self.clock())
+
+    def finish(self, request_id: int, worker_id: str) -> EvalRequest:
+        return self.requests.transition(
+            request_id, Status.FINISHED, actor=worker_id, reason="evaluated", now=self.clock(), worker_id=worker_id
+        )
+
+    def fail(self, request_id: int, worker_id: str, reason: str, *, transient: bool) -> EvalRequest:
+        """Record a failed run: back to the queue when the cause is transient and attempts remain."""
+        current = self.requests.get(request_id)
+        to = self.policy.next_status(current.attempts, transient)
+        if to is Status.PENDING:
+            reason = f"retry after a transient failure (attempt {current.attempts} of {self.policy.max_attempts}): {reason}"
+        elif transient:
+            reason = f"gave up after {current.attempts} attempts: {reason}"
+        log.log(
+            logging.ERROR if to is Status.FAILED else logging.WARNING,
+            "run failed",
+            extra={"request_id": request_id, "status": to, "reason": reason},
+        )
+        return self.requests.transition(
+            request_id,
+            to,
+            actor=worker_id,
+            reason=reason,
+            now=self.clock(),
+            worker_id=worker_id,
+            values={"failure_reason": reason if to is Status.FAILED else None},
+        )
+
+    def recover_stalled(self) -> list[Recovered]:
+        """Take back requests whose worker stopped heart-beating for longer than the lease.
+
+        Safe to run from several processes at once: each release is guarded on the stale heartbeat.
+        """
+        now = self.clock()
+        cutoff = now - self.lease
+        recovered = []
+        for request_id, worker_id, attempts, heartbeat_at in self.requests.stalled(cutoff):
+            to = self.policy.next_status(attempts, transient=True)
+            seen = heartbeat_at.isoformat(timespec="seconds") if heartbeat_at else "never"
+            reason = f"worker stopped heart-beating (last heartbeat {seen})"
+            if to is Status.FAILED:
+                reason += f"; gave up after {attempts} attempts"
+            if self.requests.release_stalled(request_id, worker_id, cutoff, to, reason, now):
+                log.warning("lease expired", extra={"request_id": request_id, "worker": worker_id, "status": to})
+                recovered.append(Recovered(request_id, worker_id, to))
+        return recovered

@@ -1,0 +1,85 @@
+"""Every setting, declared once: read from LEADERBOARD_* environment variables, shown by
+`leaderboard settings` and documented in README.md (a test keeps the two in step)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from backend.errors import ConfigurationError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEADERBOARD_", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        "sqlite:///leaderboard.db",
+        description="SQLAlchemy URL of the database: SQLite (embedded default, a file in the working folder) "
+        "or PostgreSQL (postgresql+psycopg://user@host/db) in production.",
+    )
+    model_store: Path | None = Field(
+        None,
+        description="A folder in the Hugging Face hub cache layout to read models from instead of the Hub "
+        "(air-gapped clusters, tests). Unset: the Hub.",
+    )
+    results: str = Field(
+        "results",
+        description="Where results are published: a local folder, or hf://datasets/ORG/NAME.",
+    )
+    rate_limit_count: int = Field(
+        5, ge=1, description="Submissions allowed per model namespace (org or user) per rolling window."
+    )
+    rate_limit_days: float = Field(7.0, gt=0, description="Length of the rate-limit window, in days.")
+    max_params_b: float = Field(
+        100.0, gt=0, description="Largest model accepted in float16/bfloat16, in billions of parameters."
+    )
+    max_params_b_quantized: float = Field(
+        140.0,
+        gt=0,
+        description="Base size limit for quantized submissions, in billions of parameters; multiplied by 2 "
+        "for 8bit, 4 for 4bit and by bits for GPTQ (2:8, 3:6, 4:4, 8:2).",
+    )
+    min_card_chars: int = Field(200, ge=0, description="Shortest model card text accepted, in characters.")
+    lease_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="A running request whose worker has not heart-beaten for this long goes back to the "
+        "queue (or fails after max_attempts).",
+    )
+    heartbeat_seconds: float = Field(30.0, gt=0, description="How often a worker heart-beats its lease.")
+    max_attempts: int = Field(
+        3, ge=1, description="Runs a request may start before a lost worker or transient error fails it."
+    )
+    max_page_size: int = Field(500, ge=1, description="Most rows one queue listing returns.")
+
+
+#: Settings whose values are never printed.
+SECRET_SETTINGS: frozenset[str] = frozenset()
+
+
+def env_name(field_name: str) -> str:
+    return f"LEADERBOARD_{field_name.upper()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read once from the environment."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{env_name(str(err['loc'][0]))}: {err['msg']}" if err["loc"] else err["msg"] for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid settings: {problems}") from exc
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(environment variable, default, help) for every setting, for --help and the docs."""
+    rows = []
+    for name, info in Settings.model_fields.items():
+        default = "" if info.default is None else str(info.default)
+        rows.append((env_name(name), default, info.description or ""))
+    return rows

@@ -1,0 +1,130 @@
+"""The database driver: one engine per URL, SQLite tuned for many writers, migrations to head.
+
+SQLite (WAL) is the embedded default: every write transaction starts with BEGIN IMMEDIATE, so writers
+queue on the database lock instead of failing half way, and a claim is atomic. PostgreSQL is the
+production database: claims use FOR UPDATE SKIP LOCKED and connections are checked before use, so a
+restarted server costs a reconnect, not a request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from backend.errors import ConfigurationError, LeaderboardError
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_S = 60.0
+
+
+class DatabaseUnavailable(LeaderboardError):
+    """The database cannot be reached: check LEADERBOARD_DATABASE_URL and that the server is running."""
+
+    http_status = 503
+    code = "database_unavailable"
+
+
+def normalize_url(url: str) -> str:
+    """Accept plain postgresql:// URLs and use the psycopg 3 driver for them."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class Database:
+    """An engine and the transactions the repositories run in."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        try:
+            parsed = make_url(self.url)
+        except ArgumentError as exc:
+            raise ConfigurationError(f"LEADERBOARD_DATABASE_URL is not a database URL: {url!r}") from exc
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            self.engine = _sqlite_engine(self.url)
+        elif self.dialect == "postgresql":
+            self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        else:
+            raise ConfigurationError(
+                f"unsupported database '{self.dialect}' in LEADERBOARD_DATABASE_URL: use sqlite:///FILE "
+                "or postgresql://USER@HOST/DB"
+            )
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back when it raises."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise DatabaseUnavailable(f"database error: {exc.orig}") from exc
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest migration (safe to call from several processes at once)."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.transaction() as conn:
+            if self.is_postgres:
+                # Serialise concurrent upgrades; SQLite's BEGIN IMMEDIATE already does.
+                conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def is_current(self) -> bool:
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        heads = set(ScriptDirectory(str(MIGRATIONS)).get_heads())
+        with self.engine.connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                return False
+            return set(MigrationContext.configure(conn).get_current_heads()) == heads
+
+    def ensure_schema(self) -> None:
+        if not self.is_current():
+            self.upgrade()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event decide how transactions start (pysqlite's own BEGIN is deferred).
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

@@ -1,0 +1,164 @@
+"""The tables. Invariants live here, in the database: one vote per (request, user), no second active
+request for one (model, sha, precision), and an index that serves the queue's ORDER BY."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+from backend.domain import ACTIVE_STATUSES, Status
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python, stored as naive UTC so SQLite and PostgreSQL compare it alike."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database: use datetime.now(UTC)")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+_status_values = ", ".join(f"'{s.value}'" for s in Status)
+_active_values = ", ".join(f"'{s.value}'" for s in sorted(ACTIVE_STATUSES))
+_pending = text(f"status = '{Status.PENDING.value}'")
+_running = text(f"status = '{Status.RUNNING.value}'")
+_active = text(f"status IN ({_active_values})")
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False),
+    Column("namespace", String(100), nullable=False),
+    Column("revision", String(200), nullable=False),
+    Column("sha", String(40), nullable=False),
+    Column("precision", String(16), nullable=False),
+    Column("weight_type", String(16), nullable=False),
+    Column("model_type", String(32), nullable=False),
+    Column("base_model", String(200), nullable=True),
+    Column("use_chat_template", Boolean, nullable=False),
+    Column("params_b", Float, nullable=True),
+    Column("architectures", JSON, nullable=False, default=list),
+    Column("license", String(200), nullable=True),
+    Column("sender", String(100), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("votes", Integer, nullable=False, server_default="0"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("submitted_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("worker_id", String(200), nullable=True),
+    Column("heartbeat_at", UTCDateTime, nullable=True),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("job_id", String(100), nullable=True),
+    Column("failure_reason", Text, nullable=True),
+    CheckConstraint(f"status IN ({_status_values})", name="status"),
+    CheckConstraint("votes >= 0", name="votes_non_negative"),
+    # The queue: pending requests by votes, then submission order. Serves both the claim and the listing.
+    Index(
+        "ix_requests_queue",
+        text("votes DESC"),
+        "submitted_at",
+        "id",
+        postgresql_where=_pending,
+        sqlite_where=_pending,
+    ),
+    # No second active request for the same (model, sha, precision): FAILED and CANCELLED may be resubmitted.
+    Index(
+        "ux_requests_active",
+        "model",
+        "sha",
+        "precision",
+        unique=True,
+        postgresql_where=_active,
+        sqlite_where=_active,
+    ),
+    Index("ix_requests_namespace_submitted", "namespace", "submitted_at"),
+    Index("ix_requests_status_updated", "status", "updated_at"),
+    Index("ix_requests_heartbeat", "heartbeat_at", postgresql_where=_running, sqlite_where=_running),
+)
+
+request_history = Table(
+    "request_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", Integer, ForeignKey("requests.id", ondelete="CASCADE"), nullable=False),
+    Column("from_status", String(16), nullable=True),
+    Column("to_status", String(16), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("at", UTCDateTime, nullable=False),
+    Index("ix_request_history_request", "request_id", "id"),
+)
+
+votes = Table(
+    "votes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", Integer, ForeignKey("requests.id", ondelete="CASCADE"), nullable=False),
+    Column("voter", String(100), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("request_id", "voter", name="uq_votes_request_voter"),
+    Index("ix_votes_voter", "voter"),
+)
+
+blocklist = Table(
+    "blocklist",
+    metadata,
+    Column("model", String(200), primary_key=True),  # ORG/NAME, or ORG/* for a whole namespace
+    Column("reason", Text, nullable=False),
+    Column("added_by", String(100), nullable=False),
+    Column("added_at", UTCDateTime, nullable=False),
+)
+
+official_providers = Table(
+    "official_providers",
+    metadata,
+    Column("namespace", String(100), primary_key=True),
+    Column("added_by", String(100), nullable=False),
+    Column("added_at", UTCDateTime, nullable=False),
+)
+
+flags = Table(
+    "flags",
+    metadata,
+    Column("model", String(200), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("added_by", String(100), nullable=False),
+    Column("added_at", UTCDateTime, nullable=False),
+)
