@@ -348,5 +348,21 @@ def show_settings(as_json: bool) -> None:
     _emit(as_json, rows, text)
 
 
+@cli.command()
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".leaderboard/demo"),
+    show_default=True,
+    help="Folder for the demo's database and model store (emptied first).",
+)
+@handle_errors
+def demo(workdir: Path) -> None:
+    """Run the whole workflow on the embedded default with locally built tiny models."""
+    from backend.demo import run_demo
+
+    run_demo(workdir, console).close()
+
+
 def main() -> None:
     cli(prog_name="leaderboard")

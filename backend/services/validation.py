@@ -137,7 +137,15 @@ def validate(sub: Submission, ctx: ValidationContext) -> NewRequest:
         )
 
     card_text = ctx.source.read_text(model.repo_id, model.sha, "README.md")
-    metadata, body = split_model_card(card_text or "")
+    if card_text is None:
+        raise SubmissionRejected(
+            "model-card",
+            f"{sub.model} has no model card (README.md); one of at least {ctx.settings.min_card_chars} "
+            "characters is required",
+            "add a README.md describing the model (training, data, intended use and limits) with YAML "
+            "metadata that declares its license",
+        )
+    metadata, body = split_model_card(card_text)
     _check_declared_bases(metadata, ctx, sub.model)
     licence = license_of(metadata)
     if licence is None:
@@ -147,11 +155,11 @@ def validate(sub: Submission, ctx: ValidationContext) -> NewRequest:
             "add `license: <id>` (or `license: other` with `license_name` and `license_link`) to the YAML "
             "metadata at the top of README.md",
         )
-    if card_text is None or len(body) < ctx.settings.min_card_chars:
-        found = "no model card (README.md)" if card_text is None else f"a model card of {len(body)} characters"
+    if len(body) < ctx.settings.min_card_chars:
         raise SubmissionRejected(
             "model-card",
-            f"{sub.model} has {found}; at least {ctx.settings.min_card_chars} are required",
+            f"{sub.model} has a model card of {len(body)} characters; at least {ctx.settings.min_card_chars} "
+            "are required",
             "describe the model in README.md: how it was trained, on what data, its intended use and limits",
         )
 
@@ -178,7 +186,7 @@ def validate(sub: Submission, ctx: ValidationContext) -> NewRequest:
         model_type=sub.model_type,
         base_model=sub.base_model,
         use_chat_template=use_chat_template,
-        params_b=round(params / 1e9, 6),
+        params_b=params / 1e9,
         architectures=tuple(loaded_config.get("architectures") or ()),
         license=licence,
         sender=sub.sender,

@@ -1,0 +1,36 @@
+# The project's vocabulary. Every target installs what it needs first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= .leaderboard/demo
+
+.PHONY: install test test-fast lint format demo clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# The whole suite: unit, integration (SQLite and PostgreSQL) and acceptance tests.
+test: install
+	bash scripts/ensure-postgres.sh
+	$(PY) -m pytest -n 2 --dist loadgroup
+
+lint: install
+	$(VENV)/bin/ruff check backend tests
+	$(VENV)/bin/ruff format --check backend tests
+	$(VENV)/bin/mypy backend
+
+format: install
+	$(VENV)/bin/ruff format backend tests
+	$(VENV)/bin/ruff check --fix backend tests
+
+# The main job on the embedded default (SQLite, local model store): build a tiny model, submit, vote, queue.
+demo: install
+	$(VENV)/bin/leaderboard demo --workdir $(DEMO_DIR)
+
+clean:
+	rm -rf $(VENV) .leaderboard .pytest_cache
