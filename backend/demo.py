@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -28,11 +29,12 @@ def run_demo(workdir: Path, console: Console) -> App:
     store = LocalModelStore(workdir / "models")
     settings = Settings(database_url=f"sqlite:///{workdir / 'leaderboard.db'}", model_store=store.root)
     console.rule("1. build tiny models into the local model store (Hub cache layout)")
-    for repo_id, options in [
+    models: list[tuple[str, dict[str, Any]]] = [
         ("demo-org/tiny-chat", {}),
         ("demo-org/tiny-base", {"chat_template": False}),
         ("demo-org/tiny-unlicensed", {"license": None}),
-    ]:
+    ]
+    for repo_id, options in models:
         sha = build_tiny_model(store, repo_id, **options)
         console.print(f"{repo_id} @ {sha}")
 
@@ -40,7 +42,9 @@ def run_demo(workdir: Path, console: Console) -> App:
     console.rule("2. submit (every check runs: safetensors headers, config and tokenizer, card, license...)")
     submissions = [
         Submission("demo-org/tiny-chat", sender="alice", model_type=ModelType.CHAT),
-        Submission("demo-org/tiny-base", sender="bob", model_type=ModelType.PRETRAINED, precision=Precision.FLOAT16),
+        Submission(
+            "demo-org/tiny-base", sender="bob", model_type=ModelType.PRETRAINED, precision=Precision.FLOAT16
+        ),
         Submission("demo-org/tiny-unlicensed", sender="mallory", model_type=ModelType.FINE_TUNED),
         Submission("demo-org/tiny-chat", sender="eve", model_type=ModelType.CHAT),  # a duplicate
     ]
@@ -55,7 +59,7 @@ def run_demo(workdir: Path, console: Console) -> App:
             console.print(f"[red]refused[/red] {submission.model} from {submission.sender}: {exc.message}")
 
     console.rule("3. the community votes; the queue is ranked by votes, then submission time")
-    base = next(r for r in app.queue.list(Status.PENDING) if r.model == "demo-org/tiny-base")
+    base = next(r for r in app.queue.page(Status.PENDING) if r.model == "demo-org/tiny-base")
     for user in ("carol", "dave"):
         app.votes.vote(base.id, user)
         console.print(f"{user} voted for request {base.id}")
@@ -63,14 +67,16 @@ def run_demo(workdir: Path, console: Console) -> App:
         app.votes.vote(base.id, "carol")
     except LeaderboardError as exc:
         console.print(f"[red]refused[/red] second vote: {exc.message}")
-    console.print(queue_table(app.queue.list(Status.PENDING), "pending requests"))
+    console.print(queue_table(app.queue.page(Status.PENDING), "pending requests"))
 
     console.rule("4. a worker claims the top-ranked request under a lease")
     claimed = app.queue.claim("demo-worker")
     if claimed is not None:
         app.queue.heartbeat(claimed.id, "demo-worker")
         console.print(f"demo-worker holds request {claimed.id} ({claimed.model}), attempt {claimed.attempts}")
-    console.print(queue_table(app.queue.list(Status.RUNNING), "running requests"))
+    console.print(queue_table(app.queue.page(Status.RUNNING), "running requests"))
     console.print(f"database: {workdir / 'leaderboard.db'}; model store: {store.root}")
-    console.print("Try: LEADERBOARD_DATABASE_URL=sqlite:///" + str(workdir / "leaderboard.db") + " leaderboard queue")
+    console.print(
+        "Try: LEADERBOARD_DATABASE_URL=sqlite:///" + str(workdir / "leaderboard.db") + " leaderboard queue"
+    )
     return app

@@ -45,7 +45,9 @@ class AlreadySubmitted(SubmissionRejected):
     http_status = 409
     code = "already_submitted"
 
-    def __init__(self, model: str, sha: str, precision: str, request_id: int | None, status: str | None) -> None:
+    def __init__(
+        self, model: str, sha: str, precision: str, request_id: int | None, status: str | None
+    ) -> None:
         self.request_id = request_id
         where = f" as request {request_id} ({status})" if request_id is not None else ""
         super().__init__(

@@ -71,7 +71,8 @@ def get_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"{env_name(str(err['loc'][0]))}: {err['msg']}" if err["loc"] else err["msg"] for err in exc.errors()
+            f"{env_name(str(err['loc'][0]))}: {err['msg']}" if err["loc"] else err["msg"]
+            for err in exc.errors()
         )
         raise ConfigurationError(f"invalid settings: {problems}") from exc
 

@@ -6,6 +6,7 @@ exit status (1 for a refused action, 2 for bad usage).
 
 from __future__ import annotations
 
+import enum
 import functools
 import sys
 from collections.abc import Callable
@@ -17,14 +18,14 @@ from rich.console import Console
 
 from backend import __version__, logs
 from backend.app import App
-from backend.domain import ModelType, Precision, Status, Submission, WeightType
+from backend.cli.render import print_detail, queue_table, to_json
+from backend.domain import ModelType, Precision, Status, Submission, WeightType, parse_choice
 from backend.errors import LeaderboardError
 from backend.settings import get_settings, settings_table
 
-from backend.cli.render import print_detail, queue_table, to_json
-
 F = TypeVar("F", bound=Callable[..., Any])
-console = Console(soft_wrap=True)
+# Piped output is not cut to 80 columns: rows stay whole for grep and for people reading logs.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 def _settings_help() -> str:
@@ -50,7 +51,7 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _enum_choice(enum_type: type) -> click.Choice:
+def _enum_choice(enum_type: type[enum.Enum]) -> click.Choice:
     return click.Choice([m.value for m in enum_type], case_sensitive=False)
 
 
@@ -73,10 +74,18 @@ def cli(log_level: str) -> None:
 @click.argument("model")
 @click.option("--user", required=True, help="Your Hub user name (the sender).")
 @click.option("--revision", default="main", show_default=True, help="Branch, tag or commit; frozen to a sha.")
-@click.option("--precision", type=_enum_choice(Precision), default=Precision.BFLOAT16.value, show_default=True)
-@click.option("--weight-type", type=_enum_choice(WeightType), default=WeightType.ORIGINAL.value, show_default=True)
-@click.option("--base-model", default=None, help="ORG/NAME of the base model (required for Delta and Adapter).")
-@click.option("--model-type", type=_enum_choice(ModelType), default=None, help="How the model was made (required).")
+@click.option(
+    "--precision", type=_enum_choice(Precision), default=Precision.BFLOAT16.value, show_default=True
+)
+@click.option(
+    "--weight-type", type=_enum_choice(WeightType), default=WeightType.ORIGINAL.value, show_default=True
+)
+@click.option(
+    "--base-model", default=None, help="ORG/NAME of the base model (required for Delta and Adapter)."
+)
+@click.option(
+    "--model-type", type=_enum_choice(ModelType), default=None, help="How the model was made (required)."
+)
 @click.option(
     "--chat-template/--no-chat-template",
     default=None,
@@ -102,9 +111,9 @@ def submit(
             model=model.strip(),
             sender=user,
             revision=revision.strip() or "main",
-            precision=Precision(_canonical(Precision, precision)),
-            weight_type=WeightType(_canonical(WeightType, weight_type)),
-            model_type=ModelType(_canonical(ModelType, model_type)) if model_type else None,
+            precision=Precision(parse_choice(Precision, precision, "precision")),
+            weight_type=WeightType(parse_choice(WeightType, weight_type, "weight type")),
+            model_type=ModelType(parse_choice(ModelType, model_type, "model type")) if model_type else None,
             base_model=base_model.strip() if base_model else None,
             use_chat_template=chat_template,
         )
@@ -119,10 +128,6 @@ def submit(
     )
 
 
-def _canonical(enum_type: Any, value: str) -> str:
-    return next(m.value for m in enum_type if m.value.lower() == value.lower())
-
-
 @cli.command()
 @click.argument("request_id", metavar="REQUEST", type=int)
 @click.option("--user", required=True, help="Your Hub user name.")
@@ -131,7 +136,11 @@ def _canonical(enum_type: Any, value: str) -> str:
 def vote(request_id: int, user: str, as_json: bool) -> None:
     """Upvote a pending REQUEST (one vote per user)."""
     count = open_app().votes.vote(request_id, user)
-    _emit(as_json, {"request": request_id, "votes": count}, lambda: console.print(f"request {request_id}: {count} votes"))
+    _emit(
+        as_json,
+        {"request": request_id, "votes": count},
+        lambda: console.print(f"request {request_id}: {count} votes"),
+    )
 
 
 @cli.command()
@@ -142,7 +151,11 @@ def vote(request_id: int, user: str, as_json: bool) -> None:
 def unvote(request_id: int, user: str, as_json: bool) -> None:
     """Withdraw your vote from a pending REQUEST."""
     count = open_app().votes.unvote(request_id, user)
-    _emit(as_json, {"request": request_id, "votes": count}, lambda: console.print(f"request {request_id}: {count} votes"))
+    _emit(
+        as_json,
+        {"request": request_id, "votes": count},
+        lambda: console.print(f"request {request_id}: {count} votes"),
+    )
 
 
 @cli.command()
@@ -154,7 +167,7 @@ def unvote(request_id: int, user: str, as_json: bool) -> None:
 def queue(status: str, limit: int, offset: int, as_json: bool) -> None:
     """List requests: pending ones ranked by votes, then submission time."""
     wanted = Status(status.upper())
-    requests = open_app().queue.list(wanted, limit, offset)
+    requests = open_app().queue.page(wanted, limit, offset)
     _emit(as_json, requests, lambda: console.print(queue_table(requests, f"{wanted.value.lower()} requests")))
 
 
@@ -278,7 +291,9 @@ def recover(as_json: bool) -> None:
     _emit(
         as_json,
         recovered,
-        lambda: console.print("\n".join(f"request {r.request_id}: {r.status}" for r in recovered) or "nothing stalled"),
+        lambda: console.print(
+            "\n".join(f"request {r.request_id}: {r.status}" for r in recovered) or "nothing stalled"
+        ),
     )
 
 
@@ -336,13 +351,20 @@ def show_settings(as_json: bool) -> None:
     """Every setting: its environment variable, default, current value and meaning."""
     current = get_settings()
     rows = [
-        {"name": name, "default": default, "value": str(getattr(current, name[len("LEADERBOARD_") :].lower())), "help": help_}
+        {
+            "name": name,
+            "default": default,
+            "value": str(getattr(current, name[len("LEADERBOARD_") :].lower())),
+            "help": help_,
+        }
         for name, default, help_ in settings_table()
     ]
 
     def text() -> None:
         for row in rows:
-            console.print(f"[bold]{row['name']}[/bold] = {row['value']}  (default: {row['default'] or 'unset'})")
+            console.print(
+                f"[bold]{row['name']}[/bold] = {row['value']}  (default: {row['default'] or 'unset'})"
+            )
             console.print(f"    {row['help']}")
 
     _emit(as_json, rows, text)

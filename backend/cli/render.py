@@ -55,9 +55,13 @@ def queue_table(requests: list[EvalRequest], title: str) -> Table:
 
 def print_detail(console: Console, detail: RequestDetail) -> None:
     r = detail.request
-    console.print(f"[bold]request {r.id}[/bold]: {r.model} @ {r.sha} ({r.precision}, {r.weight_type}, {r.model_type})")
+    console.print(
+        f"[bold]request {r.id}[/bold]: {r.model} @ {r.sha} ({r.precision}, {r.weight_type}, {r.model_type})"
+    )
     console.print(f"status {r.status}, {r.votes} votes, {r.attempts} attempts, submitted by {r.sender}")
     if r.failure_reason:
         console.print(f"failure: {r.failure_reason}")
     for h in detail.history:
-        console.print(f"  {h.at:%Y-%m-%d %H:%M:%S} {h.from_status or '-'} -> {h.to_status} by {h.actor}: {h.reason or ''}")
+        console.print(
+            f"  {h.at:%Y-%m-%d %H:%M:%S} {h.from_status or '-'} -> {h.to_status} by {h.actor}: {h.reason or ''}"
+        )

@@ -30,7 +30,11 @@ class AdminService:
 
     def cancel(self, request_id: int, actor: str, reason: str | None = None) -> EvalRequest:
         return self.requests.transition(
-            request_id, Status.CANCELLED, actor=actor, reason=reason or "cancelled by an admin", now=self.clock()
+            request_id,
+            Status.CANCELLED,
+            actor=actor,
+            reason=reason or "cancelled by an admin",
+            now=self.clock(),
         )
 
     def requeue(self, request_id: int, actor: str, reason: str | None = None) -> EvalRequest:

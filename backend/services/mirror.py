@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from backend.domain import SHA_RE, ModelType, Precision, Status, WeightType
-from backend.errors import MirrorFormatError
+from backend.domain import SHA_RE, ModelType, Precision, Status, WeightType, parse_choice
+from backend.errors import InvalidInput, MirrorFormatError
 from backend.storage.requests import RequestRepository
 from backend.storage.votes import VoteRepository
 
@@ -86,15 +86,16 @@ def _model_type(value: Any) -> ModelType:
 
 
 def _choice(enum_type: Any, value: Any, what: str) -> Any:
-    text = str(value or "").removeprefix("torch.")
-    for member in enum_type:
-        if text.lower() == member.value.lower():
-            return member
-    raise MirrorFormatError(f"{what} '{value}' is not one of {', '.join(m.value for m in enum_type)}")
+    try:
+        return parse_choice(enum_type, str(value or "").removeprefix("torch."), what)
+    except InvalidInput as exc:
+        raise MirrorFormatError(exc.message) from exc
 
 
 class MirrorService:
-    def __init__(self, requests: RequestRepository, votes: VoteRepository, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, requests: RequestRepository, votes: VoteRepository, clock: Callable[[], datetime]
+    ) -> None:
         self.requests = requests
         self.votes = votes
         self.clock = clock
@@ -133,7 +134,7 @@ class MirrorService:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         lines = []
-        for vote in self.votes.list():
+        for vote in self.votes.all_votes():
             request = by_id[vote.request_id]
             lines.append(
                 json.dumps(
@@ -153,7 +154,9 @@ class MirrorService:
     def import_(self, folder: Path, actor: str) -> ImportReport:
         """Read a mirror folder into the database; safe to run again on the same folder."""
         if not folder.is_dir():
-            raise MirrorFormatError(f"{folder} is not a folder: give the folder an export (or the requests dataset) is in")
+            raise MirrorFormatError(
+                f"{folder} is not a folder: give the folder an export (or the requests dataset) is in"
+            )
         report = ImportReport()
         for path in sorted(p for p in folder.rglob("*.json") if p.is_file()):
             try:
@@ -201,7 +204,9 @@ class MirrorService:
             "model_type": _model_type(data.get("model_type")).value,
             "base_model": data.get("base_model") or None,
             "use_chat_template": bool(data.get("use_chat_template", False)),
-            "params_b": float(params) if isinstance(params, int | float) and not isinstance(params, bool) else None,
+            "params_b": float(params)
+            if isinstance(params, int | float) and not isinstance(params, bool)
+            else None,
             "architectures": [str(a) for a in architectures],
             "license": data.get("license") if isinstance(data.get("license"), str) else None,
             "sender": str(data.get("sender") or "unknown"),

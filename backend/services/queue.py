@@ -50,26 +50,31 @@ class QueueService:
         self.policy = policy
         self.max_page_size = max_page_size
 
-    def list(self, status: Status | None = Status.PENDING, limit: int = 100, offset: int = 0) -> list[EvalRequest]:
+    def page(
+        self, status: Status | None = Status.PENDING, limit: int = 100, offset: int = 0
+    ) -> list[EvalRequest]:
         if not 1 <= limit <= self.max_page_size:
             raise InvalidInput(f"limit must be between 1 and {self.max_page_size}")
         if offset < 0:
             raise InvalidInput("offset must be 0 or more")
-        return self.requests.list(status, limit, offset)
+        return self.requests.page(status, limit, offset)
 
     def detail(self, request_id: int) -> RequestDetail:
         request = self.requests.get(request_id)
         return RequestDetail(
             request=request,
             history=tuple(self.requests.history(request_id)),
-            voters=tuple(v.user for v in self.votes.list(request_id)),
+            voters=tuple(v.user for v in self.votes.all_votes(request_id)),
         )
 
     def claim(self, worker_id: str) -> EvalRequest | None:
         """The top-ranked pending request, now RUNNING under this worker's lease; None when none waits."""
         request = self.requests.claim(worker_id, self.clock())
         if request is not None:
-            log.info("request claimed", extra={"request_id": request.id, "model": request.model, "worker": worker_id})
+            log.info(
+                "request claimed",
+                extra={"request_id": request.id, "model": request.model, "worker": worker_id},
+            )
         return request
 
     def heartbeat(self, request_id: int, worker_id: str) -> None:
@@ -77,7 +82,12 @@ class QueueService:
 
     def finish(self, request_id: int, worker_id: str) -> EvalRequest:
         return self.requests.transition(
-            request_id, Status.FINISHED, actor=worker_id, reason="evaluated", now=self.clock(), worker_id=worker_id
+            request_id,
+            Status.FINISHED,
+            actor=worker_id,
+            reason="evaluated",
+            now=self.clock(),
+            worker_id=worker_id,
         )
 
     def fail(self, request_id: int, worker_id: str, reason: str, *, transient: bool) -> EvalRequest:
@@ -118,6 +128,8 @@ class QueueService:
             if to is Status.FAILED:
                 reason += f"; gave up after {attempts} attempts"
             if self.requests.release_stalled(request_id, worker_id, cutoff, to, reason, now):
-                log.warning("lease expired", extra={"request_id": request_id, "worker": worker_id, "status": to})
+                log.warning(
+                    "lease expired", extra={"request_id": request_id, "worker": worker_id, "status": to}
+                )
                 recovered.append(Recovered(request_id, worker_id, to))
         return recovered

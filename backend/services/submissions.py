@@ -32,6 +32,11 @@ class SubmissionService:
         request = self.requests.create(new, self.ctx.clock(), self.ctx.rate_limit(sub.model))
         log.info(
             "request submitted",
-            extra={"request_id": request.id, "model": request.model, "sha": request.sha, "status": request.status},
+            extra={
+                "request_id": request.id,
+                "model": request.model,
+                "sha": request.sha,
+                "status": request.status,
+            },
         )
         return request

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -116,7 +117,9 @@ def validate(sub: Submission, ctx: ValidationContext) -> NewRequest:
     if existing is not None:
         raise AlreadySubmitted(sub.model, model.sha, sub.precision.value, existing.id, existing.status.value)
 
-    base = _resolve(ctx.source, sub.base_model, "main", "base model") if needs_base and sub.base_model else None
+    base = (
+        _resolve(ctx.source, sub.base_model, "main", "base model") if needs_base and sub.base_model else None
+    )
     # Parameters of what will be evaluated, from safetensors headers only.
     config_repo = base if needs_base and base is not None else model
     config = _read_json(ctx.source, config_repo, "config.json") or {}
@@ -168,7 +171,9 @@ def validate(sub: Submission, ctx: ValidationContext) -> NewRequest:
         use_chat_template = sub.model_type is ModelType.CHAT
     if use_chat_template:
         template_repo = model if _has_tokenizer(model) else config_repo
-        tokenizer_config = ctx.source.read_text(template_repo.repo_id, template_repo.sha, "tokenizer_config.json")
+        tokenizer_config = ctx.source.read_text(
+            template_repo.repo_id, template_repo.sha, "tokenizer_config.json"
+        )
         if not has_chat_template(tokenizer_config, template_repo.files):
             raise SubmissionRejected(
                 "chat-template",
@@ -245,7 +250,9 @@ def _read_json(source: ModelSource, repo: ModelRevision, filename: str) -> dict[
             f"fix {filename} so that it parses as JSON",
         ) from exc
     if not isinstance(value, dict):
-        raise SubmissionRejected("config", f"{filename} of {repo.repo_id} is not a JSON object", f"fix {filename}")
+        raise SubmissionRejected(
+            "config", f"{filename} of {repo.repo_id} is not a JSON object", f"fix {filename}"
+        )
     return value
 
 
@@ -339,6 +346,8 @@ def _load_config_and_tokenizer(source: ModelSource, repo: ModelRevision) -> dict
             "push the config.json that save_pretrained writes",
         )
     folder = source.fetch(repo.repo_id, repo.sha, CONFIG_AND_TOKENIZER_FILES)
+    # Only configs and tokenizers are loaded here: transformers' advice that torch is missing is noise.
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     import transformers
 
     transformers.logging.set_verbosity_error()

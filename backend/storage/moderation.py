@@ -54,7 +54,11 @@ class _KeyedList:
     def find(self, keys: list[str]) -> ListEntry | None:
         with self.db.transaction() as conn:
             row = conn.execute(select(self.table).where(self.key.in_(keys)).limit(1)).mappings().first()
-        return None if row is None else ListEntry(row[self.key.name], row.get("reason"), row["added_by"], row["added_at"])
+        return (
+            None
+            if row is None
+            else ListEntry(row[self.key.name], row.get("reason"), row["added_by"], row["added_at"])
+        )
 
 
 class ModerationRepository:

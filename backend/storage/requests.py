@@ -127,7 +127,9 @@ class RequestRepository:
                     "submitted_at": now,
                     "updated_at": now,
                 }
-                request_id = conn.execute(insert(requests).values(values).returning(requests.c.id)).scalar_one()
+                request_id = conn.execute(
+                    insert(requests).values(values).returning(requests.c.id)
+                ).scalar_one()
                 self._record(conn, request_id, None, Status.PENDING, new.sender, "submitted", now)
                 conn.execute(insert(votes).values(request_id=request_id, voter=new.sender, created_at=now))
         except IntegrityError as exc:
@@ -192,7 +194,7 @@ class RequestRepository:
                 select(func.count()).where(requests.c.namespace == namespace, requests.c.submitted_at > since)
             ).scalar_one()
 
-    def list(self, status: Status | None = None, limit: int = 100, offset: int = 0) -> list[EvalRequest]:
+    def page(self, status: Status | None = None, limit: int = 100, offset: int = 0) -> list[EvalRequest]:
         """Pending requests in queue order (votes desc, then submission time); others newest first."""
         query = select(requests)
         if status is not None:
@@ -261,7 +263,9 @@ class RequestRepository:
                 if current is None:
                     raise RequestNotFound(f"no request {request_id}: list requests with `leaderboard queue`")
                 from_status = Status(current.status)
-                if worker_id is not None and (from_status is not Status.RUNNING or current.worker_id != worker_id):
+                if worker_id is not None and (
+                    from_status is not Status.RUNNING or current.worker_id != worker_id
+                ):
                     raise LeaseLost(
                         f"request {request_id} is {from_status} and held by {current.worker_id or 'no worker'}, "
                         f"not by {worker_id}: stop working on it"
@@ -333,7 +337,13 @@ class RequestRepository:
             if row is None:
                 return None
             self._record(
-                conn, row["id"], Status.PENDING, Status.RUNNING, worker_id, f"claimed (attempt {row['attempts']})", now
+                conn,
+                row["id"],
+                Status.PENDING,
+                Status.RUNNING,
+                worker_id,
+                f"claimed (attempt {row['attempts']})",
+                now,
             )
         return row_to_request(row)
 
@@ -399,7 +409,9 @@ class RequestRepository:
             )
             if result.rowcount != 1:
                 return False
-            self._record(conn, request_id, Status.RUNNING, to, "recovery", f"{reason} (worker {worker_id})", now)
+            self._record(
+                conn, request_id, Status.RUNNING, to, "recovery", f"{reason} (worker {worker_id})", now
+            )
         return True
 
     @staticmethod
@@ -430,9 +442,17 @@ class RequestRepository:
         values = {**values, "namespace": namespace_of(values["model"])}
         try:
             with self.db.transaction() as conn:
-                request_id = conn.execute(insert(requests).values(values).returning(requests.c.id)).scalar_one()
+                request_id = conn.execute(
+                    insert(requests).values(values).returning(requests.c.id)
+                ).scalar_one()
                 self._record(
-                    conn, request_id, None, Status(values["status"]), actor, "imported from a requests mirror", now
+                    conn,
+                    request_id,
+                    None,
+                    Status(values["status"]),
+                    actor,
+                    "imported from a requests mirror",
+                    now,
                 )
         except IntegrityError as exc:
             if _is_active_duplicate(exc):
@@ -455,7 +475,9 @@ class RequestRepository:
         with self.db.transaction() as conn:
             rows = (
                 conn.execute(
-                    select(requests).where(requests.c.model == model, requests.c.sha == sha).order_by(requests.c.id)
+                    select(requests)
+                    .where(requests.c.model == model, requests.c.sha == sha)
+                    .order_by(requests.c.id)
                 )
                 .mappings()
                 .all()

@@ -4,8 +4,9 @@ same transaction (the queue orders by that count through an index)."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NoReturn
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from backend.domain import Status, Vote
@@ -38,7 +39,7 @@ class VoteRepository:
                     f"{voter} has already voted for request {request_id}: each user has one vote per request"
                 ) from exc
             raise
-        return int(count)
+        return int(count or 0)
 
     def remove(self, request_id: int, voter: str) -> int:
         """Withdraw a vote; returns the request's new vote count."""
@@ -51,19 +52,23 @@ class VoteRepository:
             ).scalar()
             if count is None:
                 self._raise_not_votable(conn, request_id)
-            deleted = conn.execute(delete(votes).where(votes.c.request_id == request_id, votes.c.voter == voter))
+            deleted = conn.execute(
+                delete(votes).where(votes.c.request_id == request_id, votes.c.voter == voter)
+            )
             if deleted.rowcount != 1:
                 raise NotVoted(f"{voter} has no vote on request {request_id} to withdraw")
-        return int(count)
+        return int(count or 0)
 
     @staticmethod
-    def _raise_not_votable(conn, request_id: int) -> None:  # type: ignore[no-untyped-def]
+    def _raise_not_votable(conn: Connection, request_id: int) -> NoReturn:
         status = conn.execute(select(requests.c.status).where(requests.c.id == request_id)).scalar()
         if status is None:
             raise RequestNotFound(f"no request {request_id}: list requests with `leaderboard queue`")
-        raise VotingClosed(f"request {request_id} is {status}: votes are only taken while a request is PENDING")
+        raise VotingClosed(
+            f"request {request_id} is {status}: votes are only taken while a request is PENDING"
+        )
 
-    def list(self, request_id: int | None = None) -> list[Vote]:
+    def all_votes(self, request_id: int | None = None) -> list[Vote]:
         query = select(votes).order_by(votes.c.id)
         if request_id is not None:
             query = query.where(votes.c.request_id == request_id)

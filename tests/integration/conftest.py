@@ -37,8 +37,12 @@ def app(database_url: str, clock: Clock) -> Iterator[App]:
     application.close()
 
 
-def new_request(model: str = "org/model", sha: str = "a" * 40, precision: Precision = Precision.BFLOAT16,
-                sender: str = "alice") -> NewRequest:
+def new_request(
+    model: str = "org/model",
+    sha: str = "a" * 40,
+    precision: Precision = Precision.BFLOAT16,
+    sender: str = "alice",
+) -> NewRequest:
     return NewRequest(
         model=model,
         revision="main",

@@ -27,7 +27,7 @@ def test_eight_processes_claim_two_hundred_requests_each_exactly_once(app, clock
     assert len(claimed) == 200
     assert set(claimed) == ids  # every request claimed, none twice
     assert sum(1 for result in results if result) >= 2  # the claims really were concurrent
-    running = app.queue.list(Status.RUNNING, limit=500)
+    running = app.queue.page(Status.RUNNING, limit=500)
     assert len(running) == 200
     holders = {r.id: r.worker_id for r in running}
     for n, result in enumerate(results):
@@ -36,8 +36,10 @@ def test_eight_processes_claim_two_hundred_requests_each_exactly_once(app, clock
 
 
 def test_thousand_concurrent_votes_from_a_hundred_users_are_counted_exactly(app, clock, database_url):
-    requests = [app.requests.create(new_request(model=f"org/m{i}", sender="submitter"), clock(), None).id
-                for i in range(10)]
+    requests = [
+        app.requests.create(new_request(model=f"org/m{i}", sender="submitter"), clock(), None).id
+        for i in range(10)
+    ]
     users = [f"user{u:03d}" for u in range(100)]
     ballots = [(request_id, user) for user in users for request_id in requests]  # 1,000 distinct votes
     doubles = [(requests[u % 10], user) for u, user in enumerate(users)]  # each user votes once more
@@ -54,7 +56,7 @@ def test_thousand_concurrent_votes_from_a_hundred_users_are_counted_exactly(app,
     assert accepted == 1000
     assert len(rejected) == 100
     assert all("has already voted for request" in m and "one vote per request" in m for m in rejected)
-    per_request = Counter(v.request_id for v in app.vote_repository.list())
+    per_request = Counter(v.request_id for v in app.vote_repository.all_votes())
     for request_id in requests:
         stored = app.requests.get(request_id)
         assert stored.votes == 101  # 100 users + the submitter

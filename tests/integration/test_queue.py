@@ -26,7 +26,9 @@ def test_create_stores_request_history_and_the_submitters_vote(app, clock):
     assert request.votes == 1
     detail = app.queue.detail(request.id)
     assert detail.voters == ("alice",)
-    assert [(h.from_status, h.to_status, h.actor) for h in detail.history] == [(None, Status.PENDING, "alice")]
+    assert [(h.from_status, h.to_status, h.actor) for h in detail.history] == [
+        (None, Status.PENDING, "alice")
+    ]
 
 
 def test_second_active_request_for_same_model_sha_precision_is_refused(app, clock):
@@ -55,9 +57,9 @@ def test_pending_queue_is_ranked_by_votes_then_submission_time(app, clock):
     app.votes.vote(ids[2], "bob")
     app.votes.vote(ids[2], "carol")
     app.votes.vote(ids[3], "bob")
-    ranked = [r.id for r in app.queue.list(Status.PENDING)]
+    ranked = [r.id for r in app.queue.page(Status.PENDING)]
     assert ranked == [ids[2], ids[3], ids[0], ids[1]]
-    assert [r.id for r in app.queue.list(Status.PENDING, limit=2, offset=1)] == [ids[3], ids[0]]
+    assert [r.id for r in app.queue.page(Status.PENDING, limit=2, offset=1)] == [ids[3], ids[0]]
     claimed = app.queue.claim("w1")
     assert claimed is not None and claimed.id == ids[2]
 
@@ -126,7 +128,9 @@ def test_worker_whose_heartbeat_stops_loses_its_lease_and_the_request_is_claimab
     assert app.queue.recover_stalled() == []  # still within the lease
     clock.advance(2)
     recovered = app.queue.recover_stalled()
-    assert [(r.request_id, r.worker_id, r.status) for r in recovered] == [(request.id, "worker-1", Status.PENDING)]
+    assert [(r.request_id, r.worker_id, r.status) for r in recovered] == [
+        (request.id, "worker-1", Status.PENDING)
+    ]
     again = app.requests.get(request.id)
     assert again.status is Status.PENDING and again.attempts == 1 and again.worker_id is None
     with pytest.raises(LeaseLost):
@@ -144,7 +148,7 @@ def test_lost_worker_after_the_last_attempt_fails_the_request(app, clock):
         clock.advance(61)
         recovered = app.queue.recover_stalled()
     assert recovered[0].status is Status.FAILED
-    failed = app.queue.list(Status.FAILED)
+    failed = app.queue.page(Status.FAILED)
     assert [r.id for r in failed] == [request.id]
     assert "gave up after 3 attempts" in failed[0].failure_reason
 
@@ -162,7 +166,7 @@ def test_transient_failures_are_retried_and_permanent_ones_fail_with_their_reaso
     app.queue.claim("w")
     failed = app.queue.fail(permanent.id, "w", "safetensors file is corrupted", transient=False)
     assert failed.status is Status.FAILED
-    assert app.queue.list(Status.FAILED)[0].failure_reason == "safetensors file is corrupted"
+    assert app.queue.page(Status.FAILED)[0].failure_reason == "safetensors file is corrupted"
     requeued = app.admin.requeue(permanent.id, "admin")
     assert requeued.status is Status.PENDING and requeued.failure_reason is None
 

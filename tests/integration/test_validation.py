@@ -99,7 +99,9 @@ def test_a_good_model_is_accepted_with_its_revision_frozen_to_the_commit(app, mo
     assert_rule(error, "duplicate", f"already submitted as request {request.id} (PENDING)")
 
 
-@pytest.mark.parametrize("model", ["no-namespace", "org/bad name", "org/a--b", "-org/name", "org/name/extra", ""])
+@pytest.mark.parametrize(
+    "model", ["no-namespace", "org/bad name", "org/a--b", "-org/name", "org/name/extra", ""]
+)
 def test_repo_id_syntax(app, model):
     assert_rule(rejected(app, model), "repo-id", "is not a Hub repository id", "ORG/NAME")
 
@@ -113,11 +115,15 @@ def test_model_must_exist(app):
 
 
 def test_revision_must_exist(app):
-    assert_rule(rejected(app, "good/tiny", revision="no-such-branch"), "revision", "no-such-branch", "--revision")
+    assert_rule(
+        rejected(app, "good/tiny", revision="no-such-branch"), "revision", "no-such-branch", "--revision"
+    )
 
 
 def test_safetensors_weights_are_required(app):
-    assert_rule(rejected(app, "bad/no-safetensors"), "safetensors", "no safetensors weights", "safe_serialization")
+    assert_rule(
+        rejected(app, "bad/no-safetensors"), "safetensors", "no safetensors weights", "safe_serialization"
+    )
 
 
 def test_size_limit_depends_on_precision(app):
@@ -149,15 +155,22 @@ def test_config_must_load(app):
 
 
 def test_tokenizer_must_load(app):
-    assert_rule(rejected(app, "bad/broken-tokenizer"), "tokenizer", "tokenizer of bad/broken-tokenizer does not load")
+    assert_rule(
+        rejected(app, "bad/broken-tokenizer"), "tokenizer", "tokenizer of bad/broken-tokenizer does not load"
+    )
 
 
 def test_license_is_required(app):
     assert_rule(rejected(app, "bad/no-license"), "license", "declares no license", "license: <id>")
 
 
-@pytest.mark.parametrize("model, phrase", [("bad/short-card", "a model card of 34 characters; at least 200 are required"),
-                                           ("bad/no-card", "no model card (README.md); one of at least 200")])
+@pytest.mark.parametrize(
+    "model, phrase",
+    [
+        ("bad/short-card", "a model card of 34 characters; at least 200 are required"),
+        ("bad/no-card", "no model card (README.md); one of at least 200"),
+    ],
+)
 def test_model_card_must_be_long_enough(app, model, phrase):
     assert_rule(rejected(app, model), "model-card", phrase)
 
@@ -190,7 +203,9 @@ def test_adapter_without_adapter_config_is_refused(app):
 def test_delta_weights_are_counted_once_and_the_base_is_checked(app, model_store):
     request = submit(app, "good/delta", weight_type=WeightType.DELTA, base_model="good/tiny")
     sha = model_store.resolve("good/delta", "main").sha
-    assert request.params_b == pytest.approx(parameter_count(model_store.safetensors_headers("good/delta", sha)) / 1e9)
+    assert request.params_b == pytest.approx(
+        parameter_count(model_store.safetensors_headers("good/delta", sha)) / 1e9
+    )
     other = {"weight_type": WeightType.DELTA, "precision": Precision.FLOAT16}
     assert_rule(rejected(app, "good/delta", base_model="bad/remote-code", **other), "remote-code")
     error = rejected(app, "good/delta", base_model="nobody/base", **other)
@@ -214,7 +229,9 @@ def test_rate_limit_per_namespace_with_official_providers_exempt(app, clock):
         app.requests.create(new_request(model=f"good/other-{i}"), clock(), None)
         clock.advance(60)
     error = rejected(app, "good/tiny")
-    assert_rule(error, "rate-limit", "namespace 'good' already has 5 submissions in the last 7 days (limit 5)")
+    assert_rule(
+        error, "rate-limit", "namespace 'good' already has 5 submissions in the last 7 days (limit 5)"
+    )
     clock.advance(timedelta(days=7).total_seconds() - 5 * 60 + 30)  # the oldest one leaves the window
     request = submit(app, "good/tiny")
     assert request.status is Status.PENDING
@@ -226,7 +243,7 @@ def test_rate_limit_per_namespace_with_official_providers_exempt(app, clock):
 def test_rejected_submissions_store_nothing(app):
     rejected(app, "bad/no-license")
     assert app.requests.all() == []
-    assert app.vote_repository.list() == []
+    assert app.vote_repository.all_votes() == []
 
 
 def test_model_store_folder_layout_is_the_hub_cache(model_store):

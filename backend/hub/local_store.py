@@ -1,0 +1,257 @@
+"""A model source over a folder in the Hugging Face hub cache layout, for air-gapped clusters and tests.
+
+The layout is what ``hf download`` writes and what transformers and lm-eval read offline by repo id:
+``<root>/models--ORG--NAME/refs/<branch or tag>`` holds a commit sha and
+``<root>/models--ORG--NAME/snapshots/<sha>/`` holds the files (real files, or symlinks into ``blobs/``).
+So a store can be handed to the evaluation harness as HF_HUB_CACHE unchanged.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from backend.errors import ModelNotFound, ModelSourceError, RevisionNotFound
+from backend.hub.interface import ModelRevision
+from backend.hub.model_files import read_safetensors_header, repo_relative_path
+
+_SHA = re.compile(r"[0-9a-f]{40}")
+_SHORT_SHA = re.compile(r"[0-9a-f]{7,39}")
+# The Hub's repo id rule, less what would make folder names ambiguous ("--", "..").
+_REPO_PART = re.compile(r"[A-Za-z0-9_.\-]{1,96}")
+
+#: Files are digested in chunks so that chunks in holes of sparse files need not be read.
+_CHUNK = 8 * 1024 * 1024
+
+
+def repo_folder_name(repo_id: str) -> str:
+    """The cache folder of a repo, as huggingface_hub names it."""
+    return "models--" + repo_id.replace("/", "--")
+
+
+def _check_repo_id(repo_id: str) -> None:
+    parts = repo_id.split("/")
+    if not (
+        1 <= len(parts) <= 2
+        and all(_REPO_PART.fullmatch(p) and "--" not in p and ".." not in p for p in parts)
+    ):
+        raise ModelNotFound(f"{repo_id!r} is not a valid repository id (ORG/NAME)")
+
+
+def _data_regions(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """The (begin, end) byte ranges of a file that may hold data; holes of sparse files are skipped."""
+    if not hasattr(os, "SEEK_DATA"):
+        yield 0, size
+        return
+    position = 0
+    while position < size:
+        try:
+            begin = os.lseek(fd, position, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole is left
+                return
+            raise
+        end = min(os.lseek(fd, begin, os.SEEK_HOLE), size)
+        yield begin, end
+        position = end
+
+
+def file_digest(path: Path) -> str:
+    """A content digest that costs nothing for holes: sha256 over the sha256 of each 8 MiB chunk.
+
+    It depends on the bytes only (a hole digests like the zeros it reads as), so a 150B-parameter sparse
+    test file is digested in a moment and still the same as a dense copy would be.
+    """
+    digest = hashlib.sha256()
+    size = path.stat().st_size
+    zero_chunk = hashlib.sha256(bytes(_CHUNK)).digest()
+    with open(path, "rb") as file:
+        regions = list(_data_regions(file.fileno(), size))
+        region = 0
+        for begin in range(0, size, _CHUNK):
+            end = min(begin + _CHUNK, size)
+            while region < len(regions) and regions[region][1] <= begin:
+                region += 1
+            if region < len(regions) and regions[region][0] < end:
+                file.seek(begin)
+                digest.update(hashlib.sha256(file.read(end - begin)).digest())
+            elif end - begin == _CHUNK:
+                digest.update(zero_chunk)
+            else:
+                digest.update(hashlib.sha256(bytes(end - begin)).digest())
+    return digest.hexdigest()
+
+
+def _copy_sparse(source: Path, target: Path) -> None:
+    """Copy a file, keeping holes as holes (a plain copy would write every zero of a sparse file)."""
+    size = source.stat().st_size
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        for begin, end in _data_regions(src.fileno(), size):
+            src.seek(begin)
+            dst.seek(begin)
+            position = begin
+            while position < end:
+                block = src.read(min(_CHUNK, end - position))
+                if not block:
+                    break
+                dst.write(block)
+                position += len(block)
+        dst.truncate(size)
+
+
+def _files_under(folder: Path) -> list[str]:
+    """Sorted relative paths of the regular files (or symlinks to them) under a folder."""
+    found = []
+    for directory, _, names in os.walk(folder):
+        for name in names:
+            path = Path(directory, name)
+            if path.is_file():
+                found.append(path.relative_to(folder).as_posix())
+    return sorted(found)
+
+
+class LocalModelStore:
+    """ModelSource over a hub-cache-layout folder. Repos are never gated or private and have no likes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"LocalModelStore({str(self.root)!r})"
+
+    def repo_dir(self, repo_id: str) -> Path:
+        """The folder of a repo in the store (it may not exist)."""
+        _check_repo_id(repo_id)
+        return self.root / repo_folder_name(repo_id)
+
+    def _existing_repo_dir(self, repo_id: str) -> Path:
+        folder = self.repo_dir(repo_id)
+        if not folder.is_dir():
+            raise ModelNotFound(f"no model repository {repo_id!r} in the local model store {self.root}")
+        return folder
+
+    def _snapshot_dir(self, repo_id: str, sha: str) -> Path:
+        folder = self._existing_repo_dir(repo_id)
+        snapshot = folder / "snapshots" / sha
+        if not _SHA.fullmatch(sha) or not snapshot.is_dir():
+            raise RevisionNotFound(f"{repo_id} has no commit {sha!r} in the local model store {self.root}")
+        return snapshot
+
+    def _refs(self, folder: Path) -> list[str]:
+        refs = folder / "refs"
+        return [] if not refs.is_dir() else _files_under(refs)
+
+    def _snapshots(self, folder: Path) -> list[str]:
+        snapshots = folder / "snapshots"
+        if not snapshots.is_dir():
+            return []
+        return sorted(p.name for p in snapshots.iterdir() if p.is_dir() and _SHA.fullmatch(p.name))
+
+    def resolve(self, repo_id: str, revision: str) -> ModelRevision:
+        """Freeze a branch, tag, full sha or unambiguous short sha (7+ hex digits) to a snapshot."""
+        folder = self._existing_repo_dir(repo_id)
+        snapshots = self._snapshots(folder)
+        sha: str | None = None
+        as_path = PurePosixPath(revision)
+        if revision and "\\" not in revision and ".." not in as_path.parts and not as_path.is_absolute():
+            ref = folder / "refs" / revision
+            if ref.is_file():
+                sha = ref.read_text(encoding="utf-8").strip()
+                if sha not in snapshots:
+                    raise ModelSourceError(
+                        f"the local model store is inconsistent: {repo_id} ref {revision!r} points to commit "
+                        f"{sha!r}, which has no snapshot under {folder / 'snapshots'}"
+                    )
+        if sha is None and revision in snapshots:
+            sha = revision
+        if sha is None and _SHORT_SHA.fullmatch(revision):
+            matches = [s for s in snapshots if s.startswith(revision)]
+            if len(matches) > 1:
+                raise RevisionNotFound(
+                    f"{repo_id}: the short commit {revision!r} is ambiguous ({', '.join(matches)}); "
+                    "give the full 40-character sha"
+                )
+            sha = matches[0] if matches else None
+        if sha is None:
+            refs = ", ".join(self._refs(folder)) or "none"
+            commits = ", ".join(snapshots) or "none"
+            raise RevisionNotFound(
+                f"{repo_id} has no revision {revision!r} in the local model store; "
+                f"branches and tags: {refs}; commits: {commits}"
+            )
+        files = tuple(_files_under(folder / "snapshots" / sha))
+        return ModelRevision(repo_id=repo_id, sha=sha, files=files)
+
+    def _file(self, repo_id: str, sha: str, filename: str) -> Path | None:
+        relative = repo_relative_path(filename)
+        snapshot = self._snapshot_dir(repo_id, sha)
+        path = snapshot.joinpath(*relative.parts)
+        if not path.is_file():
+            return None
+        # Symlinks into blobs/ are normal; anything resolving outside the repo folder is not.
+        if not path.resolve().is_relative_to(snapshot.parent.parent.resolve()):
+            raise ModelSourceError(f"refused {filename!r} in {repo_id}: it links outside the repository")
+        return path
+
+    def read_text(self, repo_id: str, sha: str, filename: str) -> str | None:
+        """The text of a file in a snapshot (undecodable bytes replaced), or None when it is absent."""
+        path = self._file(repo_id, sha, filename)
+        return None if path is None else path.read_text(encoding="utf-8", errors="replace")
+
+    def safetensors_headers(self, repo_id: str, sha: str) -> dict[str, dict[str, Any]]:
+        """Headers of the ``*.safetensors`` files at the repository root, the ones transformers loads."""
+        snapshot = self._snapshot_dir(repo_id, sha)
+        headers = {}
+        for name in _files_under(snapshot):
+            if "/" not in name and name.endswith(".safetensors"):
+                path = self._file(repo_id, sha, name)
+                assert path is not None
+                headers[name] = read_safetensors_header(path)
+        return headers
+
+    def fetch(self, repo_id: str, sha: str, patterns: list[str]) -> Path:
+        """The snapshot folder itself: every file is already local, so ``patterns`` select nothing here.
+
+        Callers load only config and tokenizer files from it and must not rely on other files being absent.
+        """
+        return self._snapshot_dir(repo_id, sha)
+
+    def add_snapshot(self, repo_id: str, source_dir: Path, branch: str = "main") -> str:
+        """Copy a folder of files in as a snapshot and point ``refs/<branch>`` at it; return its sha.
+
+        The sha is the sha1 of the sorted (relative path, content digest) pairs, so the same files always
+        make the same commit. Sparse files stay sparse.
+        """
+        folder = self.repo_dir(repo_id)
+        ref = folder / "refs" / Path(*repo_relative_path(branch, "branch name").parts)
+        names = _files_under(Path(source_dir))
+        commit = hashlib.sha1(usedforsecurity=False)
+        for name in names:
+            commit.update(f"{name}\0{file_digest(Path(source_dir, name))}\n".encode())
+        sha = commit.hexdigest()
+        snapshot = folder / "snapshots" / sha
+        if not snapshot.is_dir():
+            snapshot.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=snapshot.parent))
+            staging.chmod(
+                0o755
+            )  # mkdtemp's 0700 would hide the snapshot from an evaluator running as another user
+            try:
+                for name in names:
+                    target = staging / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    _copy_sparse(Path(source_dir, name), target)
+                staging.rename(snapshot)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(sha, encoding="utf-8")
+        return sha

@@ -1,0 +1,219 @@
+"""Pure functions over the files of a model repository: safetensors headers, model cards, tokenizer configs.
+
+Repositories are untrusted input. Everything here parses JSON, YAML (safe loader) and the safetensors header,
+and nothing else: no weights are read, nothing is unpickled or executed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+import yaml
+
+from backend.errors import ModelSourceError
+
+#: A header longer than this is refused; the largest real ones (thousands of tensors) are a few MB.
+MAX_SAFETENSORS_HEADER_BYTES = 100_000_000
+
+#: Bytes per element of the safetensors dtypes whose size is a whole number of bytes, to check data_offsets.
+_DTYPE_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "F8_E8M0": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "C64": 8,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
+
+# The Hub's own rule for front matter (huggingface_hub.repocard): a leading `---` line, YAML, a `---` line.
+_FRONT_MATTER = re.compile(r"^(\s*---[\r\n]+)([\S\s]*?)([\r\n]+---(\r\n|\n|$))")
+
+
+def repo_relative_path(name: str, what: str = "file name") -> PurePosixPath:
+    """A path inside a repository from untrusted input; refuses anything that could leave the repository."""
+    path = PurePosixPath(name)
+    if not name or "\\" in name or "\x00" in name or path.is_absolute() or ".." in path.parts:
+        raise ModelSourceError(f"refused {what} {name!r}: it must be a relative path inside the repository")
+    return path
+
+
+def _malformed(name: str, problem: str) -> ModelSourceError:
+    return ModelSourceError(f"malformed safetensors header in {name}: {problem}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate_safetensors_header(header: Any, name: str) -> dict[str, Any]:
+    """Check a decoded header has the shape the safetensors format requires, so counting can trust it.
+
+    Each tensor needs a dtype, a shape of non-negative ints and data_offsets [begin, end] whose length
+    agrees with dtype and shape (checked for dtypes of whole bytes; others, e.g. sub-byte types, pass).
+    """
+    if not isinstance(header, dict):
+        raise _malformed(name, "the header is not a JSON object")
+    for key, entry in header.items():
+        if key == "__metadata__":
+            if not isinstance(entry, dict):
+                raise _malformed(name, "__metadata__ is not a JSON object")
+            continue
+        if not isinstance(entry, dict):
+            raise _malformed(name, f"tensor {key!r} is not a JSON object")
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if not isinstance(dtype, str) or not dtype:
+            raise _malformed(name, f"tensor {key!r} has no dtype")
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+            raise _malformed(name, f"tensor {key!r} has no valid shape (a list of non-negative integers)")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(_is_int(o) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]
+        ):
+            raise _malformed(name, f"tensor {key!r} has no valid data_offsets [begin, end]")
+        size = _DTYPE_BYTES.get(dtype)
+        if size is not None and offsets[1] - offsets[0] != math.prod(shape) * size:
+            raise _malformed(
+                name,
+                f"tensor {key!r} spans {offsets[1] - offsets[0]} bytes, but {dtype} {shape} needs "
+                f"{math.prod(shape) * size}",
+            )
+    return header
+
+
+def _header_length(prefix: bytes, name: str) -> int:
+    if len(prefix) < 8:
+        raise _malformed(name, "the file is shorter than the 8-byte header length")
+    (length,) = struct.unpack("<Q", prefix[:8])
+    if length < 2 or length > MAX_SAFETENSORS_HEADER_BYTES:
+        raise _malformed(name, f"header length {length} is outside 2..{MAX_SAFETENSORS_HEADER_BYTES} bytes")
+    return length
+
+
+def _decode(raw: bytes, name: str) -> dict[str, Any]:
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise _malformed(name, f"the header is not valid UTF-8 JSON ({exc})") from exc
+    return validate_safetensors_header(header, name)
+
+
+def parse_safetensors_header(data: bytes | BinaryIO, name: str) -> dict[str, Any]:
+    """Parse the header of a safetensors file: an 8-byte little-endian length N, then N bytes of JSON.
+
+    ``data`` is either the first bytes of the file (extra bytes after the header are ignored, so a range
+    response can be passed as is) or a binary file object positioned at the start of the file.
+    """
+    if isinstance(data, bytes | bytearray | memoryview):
+        data = bytes(data)
+        length = _header_length(data, name)
+        raw = data[8 : 8 + length]
+    else:
+        length = _header_length(data.read(8), name)
+        raw = data.read(length)
+    if len(raw) < length:
+        raise _malformed(name, f"the header declares {length} bytes but only {len(raw)} follow")
+    return _decode(raw, name)
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """Read only the header of a local safetensors file, however large the file is."""
+    with open(path, "rb") as file:
+        return parse_safetensors_header(file, path.name)
+
+
+def parameter_count(headers: dict[str, dict[str, Any]], gptq_bits: int | None = None) -> int:
+    """The number of parameters declared by safetensors headers (file name -> header), summed over files.
+
+    With ``gptq_bits``, every I32 tensor is taken as GPTQ-packed and counts ``32 // gptq_bits`` parameters per
+    element, so a ``qweight`` counts as the unquantized weight it replaces (exactly so for 2, 4 and 8 bits).
+    The result is then the original model's count plus the quantization bookkeeping: ``scales`` (F16,
+    groups x out), ``qzeros`` (I32, unpacked to groups x out) and ``g_idx`` (I32 [in], multiplied like the
+    rest), a small fraction of a real model.
+    """
+    total = 0
+    for header in headers.values():
+        for key, entry in header.items():
+            if key == "__metadata__":
+                continue
+            count = math.prod(entry["shape"])
+            if gptq_bits and entry["dtype"] == "I32":
+                count *= 32 // gptq_bits
+            total += count
+    return total
+
+
+def split_model_card(text: str) -> tuple[dict[str, Any], str]:
+    """Split a model card into its YAML front matter and its body (stripped, front matter removed).
+
+    Malformed or non-mapping YAML gives an empty dict: a bad card should fail a validation rule with a
+    message, not crash the validator.
+    """
+    match = _FRONT_MATTER.match(text)
+    if match is None:
+        return {}, text.strip()
+    body = text[match.end() :].strip()
+    try:
+        metadata = yaml.safe_load(match.group(2))
+    except (yaml.YAMLError, ValueError, RecursionError):
+        return {}, body
+    return (metadata if isinstance(metadata, dict) else {}), body
+
+
+def has_chat_template(tokenizer_config_text: str | None, files: tuple[str, ...]) -> bool:
+    """Whether transformers would find a chat template: in tokenizer_config.json or in its own file."""
+    if "chat_template.jinja" in files or "chat_template.json" in files:
+        return True
+    if not tokenizer_config_text:
+        return False
+    try:
+        config = json.loads(tokenizer_config_text)
+    except (json.JSONDecodeError, RecursionError):
+        return False
+    template = config.get("chat_template") if isinstance(config, dict) else None
+    if isinstance(template, str):
+        return bool(template.strip())
+    if isinstance(template, list):
+        return any(
+            isinstance(item, dict) and isinstance(item.get("template"), str) and item["template"].strip()
+            for item in template
+        )
+    return False
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, list):  # the Hub accepts a list of licenses; the first one names the model's
+        value = next((item for item in value if isinstance(item, str) and item.strip()), None)
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def license_of(metadata: dict[str, Any]) -> str | None:
+    """The model's license from card metadata: ``license``, or ``license_name`` when it is "other" or absent.
+
+    A ``license_name`` without ``license`` is only taken together with a ``license_link``, the Hub's way to
+    declare a custom license.
+    """
+    license_id = _text(metadata.get("license"))
+    name = _text(metadata.get("license_name"))
+    if license_id == "other":
+        return name or license_id
+    if license_id is None and name and _text(metadata.get("license_link")):
+        return name
+    return license_id
