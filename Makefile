@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= .leaderboard/demo
+TORCH_VERSION ?= 2.13.0
 
 .PHONY: install test test-fast lint format demo clean
 
@@ -11,6 +12,8 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned: on these machines it is a CPU wheel on local disk; a bare range would pull CUDA.
+	$(PY) -m pip install --quiet 'torch==$(TORCH_VERSION)'
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 

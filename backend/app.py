@@ -10,6 +10,7 @@ from functools import cached_property
 from backend.hub.factory import model_source_from_settings
 from backend.hub.interface import ModelSource
 from backend.services.admin import AdminService
+from backend.services.evaluate import EvaluationService
 from backend.services.mirror import MirrorService
 from backend.services.queue import QueueService, RetryPolicy
 from backend.services.submissions import SubmissionService
@@ -17,6 +18,7 @@ from backend.services.validation import ValidationContext
 from backend.services.votes import VoteService
 from backend.settings import Settings
 from backend.storage.database import Database
+from backend.storage.evaluations import EvaluationRepository
 from backend.storage.moderation import ModerationRepository
 from backend.storage.requests import RequestRepository
 from backend.storage.votes import VoteRepository
@@ -79,6 +81,14 @@ class App:
     @cached_property
     def admin(self) -> AdminService:
         return AdminService(self.requests, self.moderation, self.clock)
+
+    @cached_property
+    def evaluations(self) -> EvaluationRepository:
+        return EvaluationRepository(self.db, self.requests)
+
+    @cached_property
+    def evaluation(self) -> EvaluationService:
+        return EvaluationService(self.settings, self.queue, self.evaluations, self.clock)
 
     @cached_property
     def mirror(self) -> MirrorService:

@@ -1,8 +1,9 @@
 """The main job on the embedded default, end to end on this machine: build tiny models into a local model
-store, submit them, vote, show the ranked queue, and let a worker claim the top request.
+store and a synthesized benchmark data mirror, submit the models, vote, and let the worker evaluate the
+top-voted request with the pinned harness over all six benchmarks; then print the leaderboard.
 
-It grows with the project: once evaluation lands, the claimed request is evaluated and the leaderboard
-printed. Everything it writes lives in one folder, created afresh on each run.
+Everything it writes lives in one folder, created afresh on each run. The models are random, so their scores
+sit near the random baselines: the point is the whole path, not the numbers.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from backend.app import App
-from backend.cli.render import queue_table
+from backend.cli.render import queue_table, scores_table
 from backend.domain import ModelType, Precision, Status, Submission
 from backend.errors import LeaderboardError
 from backend.hub.local_store import LocalModelStore
@@ -22,12 +23,21 @@ from backend.modelbuilder import build_tiny_model
 from backend.settings import Settings
 
 
-def run_demo(workdir: Path, console: Console) -> App:
+def run_demo(workdir: Path, console: Console, limit: int = 4) -> App:
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     store = LocalModelStore(workdir / "models")
-    settings = Settings(database_url=f"sqlite:///{workdir / 'leaderboard.db'}", model_store=store.root)
+    mirror = workdir / "data-mirror"
+    settings = Settings(
+        database_url=f"sqlite:///{workdir / 'leaderboard.db'}",
+        model_store=store.root,
+        data_mirror=mirror,
+        work_dir=workdir / "work",
+        eval_limit=limit,
+        eval_device="auto",
+        eval_batch_size="8",  # auto-detection costs more than it saves on a tiny model
+    )
     console.rule("1. build tiny models into the local model store (Hub cache layout)")
     models: list[tuple[str, dict[str, Any]]] = [
         ("demo-org/tiny-chat", {}),
@@ -37,6 +47,12 @@ def run_demo(workdir: Path, console: Console) -> App:
     for repo_id, options in models:
         sha = build_tiny_model(store, repo_id, **options)
         console.print(f"{repo_id} @ {sha}")
+
+    console.rule("   and synthesize benchmark data in the exact schemas of the six datasets")
+    from backend.evaluation.data import synthesize
+
+    synthesize(mirror)
+    console.print(f"data mirror: {mirror}")
 
     app = App.open(settings)
     console.rule("2. submit (every check runs: safetensors headers, config and tokenizer, card, license...)")
@@ -69,14 +85,25 @@ def run_demo(workdir: Path, console: Console) -> App:
         console.print(f"[red]refused[/red] second vote: {exc.message}")
     console.print(queue_table(app.queue.page(Status.PENDING), "pending requests"))
 
-    console.rule("4. a worker claims the top-ranked request under a lease")
-    claimed = app.queue.claim("demo-worker")
-    if claimed is not None:
-        app.queue.heartbeat(claimed.id, "demo-worker")
-        console.print(f"demo-worker holds request {claimed.id} ({claimed.model}), attempt {claimed.attempts}")
-    console.print(queue_table(app.queue.page(Status.RUNNING), "running requests"))
-    console.print(f"database: {workdir / 'leaderboard.db'}; model store: {store.root}")
-    console.print(
-        "Try: LEADERBOARD_DATABASE_URL=sqlite:///" + str(workdir / "leaderboard.db") + " leaderboard queue"
+    console.rule(
+        f"4. the worker claims the top-ranked request and evaluates it ({limit} documents per subtask)"
     )
+    finished = app.evaluation.work_once("demo-worker")
+    if finished is not None:
+        console.print(f"request {finished.id} ({finished.model}): {finished.status}")
+        if finished.failure_reason:
+            console.print(finished.failure_reason)
+        evaluation = app.evaluations.get(finished.id, settings.leaderboard)
+        if evaluation is not None:
+            console.print(
+                f"evaluated in {evaluation.duration_seconds:.0f} s; artifacts in {evaluation.artifacts}"
+            )
+            console.print(f"reproduce with: {evaluation.provenance['command']}")
+    console.rule("5. the leaderboard")
+    from backend.leaderboards.config import columns, load_config
+
+    config = load_config(settings.leaderboard)
+    console.print(scores_table(config.name, columns(config), app.evaluation.table(config.name)))
+    console.print(queue_table(app.queue.page(Status.PENDING), "still pending"))
+    console.print(f"database: {workdir / 'leaderboard.db'}; model store: {store.root}; data: {mirror}")
     return app

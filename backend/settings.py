@@ -54,6 +54,39 @@ class Settings(BaseSettings):
         3, ge=1, description="Runs a request may start before a lost worker or transient error fails it."
     )
     max_page_size: int = Field(500, ge=1, description="Most rows one queue listing returns.")
+    leaderboard: str = Field(
+        "open_llm_v2",
+        description="The leaderboard config the worker evaluates with: a name in leaderboard_configs/ or a path.",
+    )
+    data_mirror: Path | None = Field(
+        None,
+        description="A benchmark data mirror folder (`leaderboard data mirror` or `data synthesize`) read "
+        "instead of the Hub. Unset: the Hub, at the pinned dataset revisions.",
+    )
+    work_dir: Path = Field(
+        Path(".leaderboard/work"),
+        description="Where runs keep their logs, request caches and outputs, and where evaluations are stored.",
+    )
+    eval_backend: str = Field("hf", pattern="^(hf|vllm)$", description="Harness model backend: hf or vllm.")
+    eval_device: str = Field(
+        "auto", description="Device for evaluation: auto (cuda when available, else cpu), cpu, cuda, cuda:N."
+    )
+    eval_batch_size: str = Field(
+        "auto", pattern=r"^(auto|auto:\d+|\d+)$", description="Harness batch size: auto, auto:N or a number."
+    )
+    eval_max_batch_size: int = Field(64, ge=1, description="Largest batch the auto batch size may pick.")
+    eval_limit: int | None = Field(
+        None,
+        ge=1,
+        description="Documents per subtask (for demos and tests). Unset: the whole benchmark; results of a "
+        "limited run are marked as such.",
+    )
+    eval_timeout_seconds: float = Field(
+        48 * 3600.0, gt=0, description="Hard limit on one evaluation run; the run is killed past it."
+    )
+    worker_poll_seconds: float = Field(
+        30.0, gt=0, description="How long an idle worker waits between claims."
+    )
 
 
 #: Settings whose values are never printed.

@@ -386,5 +386,16 @@ def demo(workdir: Path) -> None:
     run_demo(workdir, console).close()
 
 
+def _register_commands() -> None:
+    """Commands defined in their own modules (they import this one for the shared helpers)."""
+    from backend.cli.data import data
+    from backend.cli.evaluation import run, scores, worker
+    from backend.cli.normalize import normalize
+
+    for command in (worker, run, scores, normalize, data):
+        cli.add_command(command)
+
+
 def main() -> None:
+    _register_commands()
     cli(prog_name="leaderboard")

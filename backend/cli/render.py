@@ -65,3 +65,15 @@ def print_detail(console: Console, detail: RequestDetail) -> None:
         console.print(
             f"  {h.at:%Y-%m-%d %H:%M:%S} {h.from_status or '-'} -> {h.to_status} by {h.actor}: {h.reason or ''}"
         )
+
+
+def scores_table(title: str, score_columns: list[str], rows: list[dict[str, Any]]) -> Table:
+    """The leaderboard for people: normalized scores only (the raw ones are in --json)."""
+    shown = [c for c in score_columns if not c.endswith(" Raw")]
+    table = Table(title=title)
+    for column in ["model", "precision", *shown]:
+        table.add_column(column)
+    for row in rows:
+        values = [row.get(c) for c in shown]
+        table.add_row(row["model"], row["precision"], *("-" if v is None else f"{v:.2f}" for v in values))
+    return table

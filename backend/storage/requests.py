@@ -135,15 +135,19 @@ class RequestRepository:
         except IntegrityError as exc:
             if not _is_active_duplicate(exc):
                 raise
-            existing = self.find_active(new.model, new.sha, new.precision)
-            raise AlreadySubmitted(
-                new.model,
-                new.sha,
-                new.precision.value,
-                existing.id if existing else None,
-                existing.status.value if existing else None,
-            ) from exc
+            raise self._already_submitted(new.model, new.sha, new.precision) from exc
         return self.get(request_id)
+
+    def _already_submitted(self, model: str, sha: str, precision: Precision) -> AlreadySubmitted:
+        """The domain error for a violation of ux_requests_active, naming the request that holds the slot."""
+        existing = self.find_active(model, sha, precision)
+        return AlreadySubmitted(
+            model,
+            sha,
+            precision.value,
+            existing.id if existing else None,
+            existing.status.value if existing else None,
+        )
 
     def _check_rate_limit(self, conn: Connection, namespace: str, limit: RateLimit) -> None:
         if self.db.is_postgres:
@@ -250,55 +254,71 @@ class RequestRepository:
     ) -> EvalRequest:
         """Move a request to ``to`` when its status allows it (and, given ``worker_id``, when that worker
         holds its lease); raise IllegalTransition, LeaseLost or RequestNotFound otherwise."""
-        allowed = allowed_from if allowed_from is not None else TRANSITIONS[to]
-        if not allowed <= TRANSITIONS[to]:
-            raise IllegalTransition(f"{sorted(allowed - TRANSITIONS[to])} -> {to} is not a transition")
         try:
             with self.db.transaction() as conn:
-                current = conn.execute(
-                    select(requests.c.status, requests.c.worker_id)
-                    .where(requests.c.id == request_id)
-                    .with_for_update()
-                ).first()
-                if current is None:
-                    raise RequestNotFound(f"no request {request_id}: list requests with `leaderboard queue`")
-                from_status = Status(current.status)
-                if worker_id is not None and (
-                    from_status is not Status.RUNNING or current.worker_id != worker_id
-                ):
-                    raise LeaseLost(
-                        f"request {request_id} is {from_status} and held by {current.worker_id or 'no worker'}, "
-                        f"not by {worker_id}: stop working on it"
-                    )
-                if from_status not in allowed:
-                    raise IllegalTransition(
-                        f"request {request_id} is {from_status}; it can become {to} only from "
-                        f"{' or '.join(sorted(allowed))}"
-                    )
-                guard = [requests.c.id == request_id, requests.c.status == from_status.value]
-                if worker_id is not None:
-                    guard.append(requests.c.worker_id == worker_id)
-                changes = {"status": to.value, "updated_at": now, **(values or {})}
-                if to is not Status.RUNNING:
-                    changes.setdefault("worker_id", None)
-                    changes.setdefault("heartbeat_at", None)
-                result = conn.execute(update(requests).where(*guard).values(changes))
-                if result.rowcount != 1:  # pragma: no cover - the row is locked; this would be a bug
-                    raise IllegalTransition(f"request {request_id} changed while being moved to {to}")
-                self._record(conn, request_id, from_status, to, actor, reason, now)
+                self.transition_in(
+                    conn,
+                    request_id,
+                    to,
+                    actor=actor,
+                    reason=reason,
+                    now=now,
+                    allowed_from=allowed_from,
+                    worker_id=worker_id,
+                    values=values,
+                )
         except IntegrityError as exc:
             if not _is_active_duplicate(exc):
                 raise
             req = self.get(request_id)
-            existing = self.find_active(req.model, req.sha, req.precision)
-            raise AlreadySubmitted(
-                req.model,
-                req.sha,
-                req.precision.value,
-                existing.id if existing else None,
-                existing.status.value if existing else None,
-            ) from exc
+            raise self._already_submitted(req.model, req.sha, req.precision) from exc
         return self.get(request_id)
+
+    def transition_in(
+        self,
+        conn: Connection,
+        request_id: int,
+        to: Status,
+        *,
+        actor: str,
+        reason: str | None,
+        now: datetime,
+        allowed_from: frozenset[Status] | None = None,
+        worker_id: str | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> None:
+        """The guarded transition inside a caller's transaction (so it can commit with other writes)."""
+        allowed = allowed_from if allowed_from is not None else TRANSITIONS[to]
+        if not allowed <= TRANSITIONS[to]:
+            raise IllegalTransition(f"{sorted(allowed - TRANSITIONS[to])} -> {to} is not a transition")
+        current = conn.execute(
+            select(requests.c.status, requests.c.worker_id)
+            .where(requests.c.id == request_id)
+            .with_for_update()
+        ).first()
+        if current is None:
+            raise RequestNotFound(f"no request {request_id}: list requests with `leaderboard queue`")
+        from_status = Status(current.status)
+        if worker_id is not None and (from_status is not Status.RUNNING or current.worker_id != worker_id):
+            raise LeaseLost(
+                f"request {request_id} is {from_status} and held by {current.worker_id or 'no worker'}, "
+                f"not by {worker_id}: stop working on it"
+            )
+        if from_status not in allowed:
+            raise IllegalTransition(
+                f"request {request_id} is {from_status}; it can become {to} only from {' or '.join(sorted(allowed))}"
+            )
+        guard = [requests.c.id == request_id, requests.c.status == from_status.value]
+        if worker_id is not None:
+            guard.append(requests.c.worker_id == worker_id)
+        changes = {"status": to.value, "updated_at": now, **(values or {})}
+        if to is not Status.RUNNING:
+            changes.setdefault("worker_id", None)
+            changes.setdefault("heartbeat_at", None)
+        result = conn.execute(update(requests).where(*guard).values(changes))
+        if result.rowcount != 1:  # pragma: no cover - the row is locked; this would be a bug
+            raise IllegalTransition(f"request {request_id} changed while being moved to {to}")
+        self._record(conn, request_id, from_status, to, actor, reason, now)
 
     def claim(self, worker_id: str, now: datetime) -> EvalRequest | None:
         """Atomically take the top-ranked pending request and give ``worker_id`` its lease.

@@ -162,3 +162,25 @@ flags = Table(
     Column("added_by", String(100), nullable=False),
     Column("added_at", UTCDateTime, nullable=False),
 )
+
+# One evaluation per (request, leaderboard): the unique constraint is what makes a result recorded once,
+# whichever worker finishes the request.
+evaluations = Table(
+    "evaluations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", Integer, ForeignKey("requests.id", ondelete="CASCADE"), nullable=False),
+    Column("leaderboard", String(100), nullable=False),
+    Column("config_hash", String(64), nullable=False),
+    Column("scores", JSON, nullable=False),  # the published columns
+    Column("stderrs", JSON, nullable=False),
+    Column("results", JSON, nullable=False),  # the harness's aggregated output, without samples
+    Column("provenance", JSON, nullable=False),  # versions, task hashes, dataset revisions, seeds, command...
+    Column("artifacts", Text, nullable=False),  # folder holding the results file, samples and the log
+    Column("attempt", Integer, nullable=False),
+    Column("worker_id", String(200), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=False),
+    Column("duration_seconds", Float, nullable=False),
+    UniqueConstraint("request_id", "leaderboard", name="uq_evaluations_request_leaderboard"),
+)

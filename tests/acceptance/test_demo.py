@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 
-def test_demo_runs_the_queue_workflow(tmp_path):
+def test_demo_runs_the_whole_loop(tmp_path):
     workdir = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
     result = subprocess.run(
@@ -22,19 +22,26 @@ def test_demo_runs_the_queue_workflow(tmp_path):
     out = result.stdout
     assert "rejected by rule 'license'" in out and "rejected by rule 'duplicate'" in out
     assert "carol has already voted" in out
-    assert "demo-worker holds request 2 (demo-org/tiny-base), attempt 1" in out
+    assert "request 2 (demo-org/tiny-base): FINISHED" in out
+    assert "reproduce with: leaderboard run demo-org/tiny-base --revision" in out
     # The state it leaves is a real database the CLI reads.
     env["LEADERBOARD_DATABASE_URL"] = f"sqlite:///{workdir / 'leaderboard.db'}"
-    queue = subprocess.run(
-        [sys.executable, "-m", "backend.cli", "queue", "--status", "running", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    running = json.loads(queue.stdout)
-    assert [(r["model"], r["votes"], r["worker_id"]) for r in running] == [
-        ("demo-org/tiny-base", 3, "demo-worker")
-    ]
+
+    def cli(*args: str) -> list[dict]:
+        done = subprocess.run(
+            [sys.executable, "-m", "backend.cli", *args, "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return json.loads(done.stdout)
+
+    finished = cli("queue", "--status", "finished")
+    assert [(r["model"], r["votes"], r["attempts"]) for r in finished] == [("demo-org/tiny-base", 3, 1)]
+    assert [r["model"] for r in cli("queue")] == ["demo-org/tiny-chat"]
+    table = cli("scores")
+    assert [row["model"] for row in table] == ["demo-org/tiny-base"]
+    assert 0 <= table[0]["Average ⬆️"] <= 100
     assert (workdir / "models" / "models--demo-org--tiny-chat" / "refs" / "main").is_file()

@@ -1,0 +1,217 @@
+"""The worker: claim the top-ranked request, run the pinned harness on it, normalize and store the scores.
+
+claim -> run (child process, heartbeat thread holding the lease) -> parse -> normalize -> store scores,
+raw results and per-sample details with the FINISHED transition, in one transaction. A failed run goes back
+to the queue when its cause is transient and attempts remain, else it fails with a reason and the log tail.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from backend.domain import EvalRequest
+from backend.errors import LeaderboardError, LeaseLost
+from backend.evaluation.runner import Runner, RunResult, RunSpec
+from backend.services.queue import QueueService
+from backend.settings import Settings
+from backend.storage.database import DatabaseUnavailable
+from backend.storage.evaluations import Evaluation, EvaluationRepository
+
+log = logging.getLogger(__name__)
+
+
+class Lease(threading.Thread):
+    """Heart-beats a claimed request until stopped; notices when the lease is lost."""
+
+    def __init__(self, queue: QueueService, request_id: int, worker_id: str, interval: float) -> None:
+        super().__init__(name=f"lease-{request_id}", daemon=True)
+        self.queue, self.request_id, self.worker_id, self.interval = queue, request_id, worker_id, interval
+        self.lost = threading.Event()
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            try:
+                self.queue.heartbeat(self.request_id, self.worker_id)
+            except LeaseLost:
+                log.warning("lease lost", extra={"request_id": self.request_id, "worker": self.worker_id})
+                self.lost.set()
+                return
+            except DatabaseUnavailable as exc:  # a restarting database: keep running, beat again later
+                log.warning("heartbeat failed", extra={"request_id": self.request_id, "error": exc.message})
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
+class EvaluationService:
+    def __init__(
+        self,
+        settings: Settings,
+        queue: QueueService,
+        evaluations: EvaluationRepository,
+        clock: Callable[[], datetime],
+        runner: Runner | None = None,
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.evaluations = evaluations
+        self.clock = clock
+        self.work_dir = Path(settings.work_dir).resolve()
+        self.runner = runner or Runner(settings.eval_timeout_seconds, self.work_dir / "hub-cache")
+
+    def table(self, leaderboard: str) -> list[dict[str, Any]]:
+        """Every evaluated request of a leaderboard with its published scores, best average first."""
+        from backend.leaderboards.config import columns, load_config
+
+        config = load_config(leaderboard)
+        average = columns(config)[-1]
+        rows: list[dict[str, Any]] = []
+        for evaluation in self.evaluations.all(config.name):
+            request = self.queue.requests.get(evaluation.request_id)
+            rows.append(
+                {
+                    "request": request.id,
+                    "model": request.model,
+                    "sha": request.sha,
+                    "precision": request.precision.value,
+                    **evaluation.scores,
+                }
+            )
+        rows.sort(key=lambda r: (r[average] is None, -(r[average] or 0.0)))
+        return rows
+
+    def spec(self, request: EvalRequest) -> RunSpec:
+        folder = self.request_dir(request.id)
+        return RunSpec.from_request(
+            request,
+            leaderboard=self.settings.leaderboard,
+            output_dir=str(folder / f"attempt-{request.attempts}"),
+            cache_path=str(folder / "request-cache" / "lm-cache"),
+            data_mirror=str(Path(self.settings.data_mirror).resolve()) if self.settings.data_mirror else None,
+            model_store=str(Path(self.settings.model_store).resolve()) if self.settings.model_store else None,
+            limit=self.settings.eval_limit,
+            device=self.settings.eval_device,
+            batch_size=self.settings.eval_batch_size,
+            max_batch_size=self.settings.eval_max_batch_size,
+            backend=self.settings.eval_backend,
+        )
+
+    def request_dir(self, request_id: int) -> Path:
+        return self.work_dir / "runs" / f"request-{request_id}"
+
+    def work_once(self, worker_id: str) -> EvalRequest | None:
+        """Recover stalled runs, then claim and evaluate one request; None when the queue is empty."""
+        self.queue.recover_stalled()
+        request = self.queue.claim(worker_id)
+        if request is None:
+            return None
+        return self.evaluate(request, worker_id)
+
+    def work_forever(self, worker_id: str, stop: threading.Event) -> None:
+        while not stop.is_set():
+            if self.work_once(worker_id) is None:
+                stop.wait(self.settings.worker_poll_seconds)
+
+    def evaluate(self, request: EvalRequest, worker_id: str) -> EvalRequest:
+        spec = self.spec(request)
+        Path(spec.cache_path).parent.mkdir(parents=True, exist_ok=True)
+        lease = Lease(self.queue, request.id, worker_id, self.settings.heartbeat_seconds)
+        lease.start()
+        try:
+            result = self.runner.run(spec, Path(spec.output_dir), keep_going=lambda: not lease.lost.is_set())
+        except KeyboardInterrupt:  # the worker is being stopped: hand the request back at once
+            lease.stop()
+            if not lease.lost.is_set():
+                self.queue.fail(
+                    request.id, worker_id, "the worker was stopped during the run", transient=True
+                )
+            raise
+        finally:
+            lease.stop()
+        if lease.lost.is_set():
+            log.warning("run abandoned: lease lost", extra={"request_id": request.id, "worker": worker_id})
+            return self.queue.requests.get(request.id)
+        if result.ok:
+            try:
+                evaluation = self.build_evaluation(request, spec, result, worker_id)
+            except LeaderboardError as exc:
+                return self._fail(
+                    request, worker_id, f"the results could not be scored: {exc.message}", False, result
+                )
+            self.evaluations.store_and_finish(evaluation, self.clock())
+            log.info("request finished", extra={"request_id": request.id, "model": request.model})
+            return self.queue.requests.get(request.id)
+        assert result.failure is not None
+        return self._fail(request, worker_id, result.failure.reason, result.failure.transient, result)
+
+    def _fail(
+        self, request: EvalRequest, worker_id: str, reason: str, transient: bool, result: RunResult
+    ) -> EvalRequest:
+        detail = f"{reason}\n\nlog: {result.log_path}\n--- last lines of the log ---\n{result.log_tail}"
+        return self.queue.fail(request.id, worker_id, detail, transient=transient)
+
+    def build_evaluation(
+        self, request: EvalRequest, spec: RunSpec, result: RunResult, worker_id: str
+    ) -> Evaluation:
+        from backend.evaluation.tasks import read_materialized
+        from backend.leaderboards.config import config_hash, load_config
+        from backend.leaderboards.harness_results import read_results_file
+        from backend.leaderboards.normalize import normalize, standard_errors
+
+        config = load_config(spec.leaderboard)
+        results = read_results_file(Path(result.outcome["results_file"]))
+        materialized = read_materialized(Path(spec.output_dir) / "tasks")
+        provenance: dict[str, Any] = {
+            "leaderboard": config.name,
+            "config_hash": config_hash(config),
+            "harness": {"package": config.harness.package, "version": results.get("lm_eval_version")},
+            "transformers_version": results.get("transformers_version"),
+            "task_set": config.task_set,
+            "task_hashes": results.get("task_hashes", {}),
+            "dataset_revisions": materialized["dataset_revisions"],
+            "data_source": materialized["data_source"],
+            "seeds": asdict(config.run.seeds),
+            "limit": spec.limit,
+            "model": request.model,
+            "model_sha": request.sha,
+            "precision": request.precision.value,
+            "weight_type": request.weight_type.value,
+            "base_model": request.base_model,
+            "use_chat_template": request.use_chat_template,
+            "harness_arguments": result.outcome.get("harness_arguments"),
+            "command": spec.reproduce_command(),
+            "hardware": result.outcome.get("hardware"),
+            "total_evaluation_time_seconds": _seconds(results.get("total_evaluation_time_seconds")),
+            "samples_files": result.outcome.get("samples_files", []),
+            "results_file": result.outcome["results_file"],
+        }
+        return Evaluation(
+            request_id=request.id,
+            leaderboard=config.name,
+            config_hash=config_hash(config),
+            scores=normalize(results, config),
+            stderrs=standard_errors(results, config),
+            results=results,
+            provenance=provenance,
+            artifacts=str(result.attempt_dir),
+            attempt=request.attempts,
+            worker_id=worker_id,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            duration_seconds=result.duration_seconds,
+        )
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
