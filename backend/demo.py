@@ -49,7 +49,7 @@ def run_demo(workdir: Path, console: Console, limit: int = 4) -> App:
         console.print(f"{repo_id} @ {sha}")
 
     console.rule("   and synthesize benchmark data in the exact schemas of the six datasets")
-    from backend.evaluation.data import synthesize
+    from backend.evaluation.synthetic import synthesize
 
     synthesize(mirror)
     console.print(f"data mirror: {mirror}")

@@ -35,7 +35,7 @@ def data() -> None:
 def synthesize(folder: Path, rows: int, seed: int, task_set: str) -> None:
     """Write made-up data in the real datasets' schemas into FOLDER (for tests and demos, not scores)."""
     from backend.evaluation.data import dataset_revisions, nltk_data_dir
-    from backend.evaluation.data import synthesize as synthesize_mirror
+    from backend.evaluation.synthetic import synthesize as synthesize_mirror
     from backend.evaluation.tasks import load_task_set
 
     mirror = synthesize_mirror(folder, rows=rows, seed=seed, task_set=load_task_set(task_set))

@@ -26,7 +26,7 @@ SUBTASKS = 39
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalModelStore, Path]:
-    from backend.evaluation.data import synthesize
+    from backend.evaluation.synthetic import synthesize
 
     store = LocalModelStore(tmp_path_factory.mktemp("eval-models"))
     build_tiny_model(store, "acme/tiny-chat")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from backend.evaluation import data
+from backend.evaluation import data, synthetic
 from backend.evaluation import tasks as tasks_module
 from backend.evaluation.tasks import hub_configs, load_task_set, materialize
 from backend.modelbuilder import write_tiny_model
@@ -48,7 +48,7 @@ def model_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    mirror = data.synthesize(tmp_path / "mirror", rows=4)
+    mirror = synthetic.synthesize(tmp_path / "mirror", rows=4)
     monkeypatch.setenv("NLTK_DATA", str(data.nltk_data_dir(mirror)))  # restored after the test
     data.use_nltk_data(mirror)
     return mirror
@@ -92,8 +92,8 @@ def test_every_ifeval_instruction_builds_from_its_kwargs(mirror: Path) -> None:
     """The kwargs synthesized for each instruction are the parameters lm-eval's checker takes."""
     from lm_eval.tasks.ifeval import instructions_registry
 
-    for instruction in data.IFEVAL_INSTRUCTIONS:
-        _, kwargs = data._ifeval_instruction(instruction, random.Random(0))
+    for instruction in synthetic.IFEVAL_INSTRUCTIONS:
+        _, kwargs = synthetic._ifeval_instruction(instruction, random.Random(0))
         checker = instructions_registry.INSTRUCTION_DICT[instruction](instruction)
         checker.build_description(**kwargs)
         assert checker.check_following("Some Words. MORE WORDS here.\n\nAnother sentence.") in (True, False)
@@ -162,8 +162,8 @@ def _task_hashes(results: dict[str, Any], output: Path) -> dict[str, str]:
 
 def test_task_hashes_do_not_depend_on_where_the_mirror_lies(tmp_path: Path, model_dir: Path) -> None:
     task_set = load_task_set()
-    first = data.synthesize(tmp_path / "one" / "mirror", rows=3, seed=7)
-    second = data.synthesize(tmp_path / "elsewhere" / "deeper" / "copy", rows=3, seed=7)
+    first = synthetic.synthesize(tmp_path / "one" / "mirror", rows=3, seed=7)
+    second = synthetic.synthesize(tmp_path / "elsewhere" / "deeper" / "copy", rows=3, seed=7)
     tasks = ["leaderboard_mmlu_pro", "leaderboard_gpqa", "leaderboard_musr", "leaderboard_bbh_snarks"]
 
     runs = []
@@ -194,7 +194,7 @@ def test_task_hashes_do_not_depend_on_where_the_mirror_lies(tmp_path: Path, mode
     assert results_a["results"]["leaderboard_mmlu_pro"] == results_b["results"]["leaderboard_mmlu_pro"]
 
     # Different data gives different hashes.
-    other = data.synthesize(tmp_path / "other", rows=3, seed=8)
+    other = synthetic.synthesize(tmp_path / "other", rows=3, seed=8)
     folder = materialize(task_set, tmp_path / "tasks-other", other)
     results = _evaluate(folder, model_dir, ["leaderboard_bbh_snarks"], limit=2)
     assert (

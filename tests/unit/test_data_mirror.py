@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from backend.cli.data import data as data_cli
-from backend.evaluation import data, tasks
+from backend.evaluation import data, synthetic, tasks
 from backend.evaluation.tasks import load_task_set
 
 SHA = "89abcdef0123456789abcdef0123456789abcdef"
@@ -25,7 +25,7 @@ SHA = "89abcdef0123456789abcdef0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def mirror(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return data.synthesize(tmp_path_factory.mktemp("mirror"), rows=6, seed=3)
+    return synthetic.synthesize(tmp_path_factory.mktemp("mirror"), rows=6, seed=3)
 
 
 def _rows(mirror: Path, repo: str, config: str | None, split: str) -> list[dict[str, Any]]:
@@ -58,16 +58,16 @@ def test_the_manifest_records_every_file(mirror: Path) -> None:
 
 
 def test_synthesis_is_deterministic(mirror: Path, tmp_path: Path) -> None:
-    again = data.synthesize(tmp_path / "again", rows=6, seed=3)
+    again = synthetic.synthesize(tmp_path / "again", rows=6, seed=3)
     assert data.read_manifest(again)["files"] == data.read_manifest(mirror)["files"]
-    other = data.synthesize(tmp_path / "other", rows=6, seed=4)
+    other = synthetic.synthesize(tmp_path / "other", rows=6, seed=4)
     assert (
         data.dataset_revisions(other)["SaylorTwift/bbh"] != data.dataset_revisions(mirror)["SaylorTwift/bbh"]
     )
 
 
 def test_a_changed_file_fails_verification(tmp_path: Path) -> None:
-    mirror = data.synthesize(tmp_path / "m", rows=2)
+    mirror = synthetic.synthesize(tmp_path / "m", rows=2)
     result = CliRunner().invoke(data_cli, ["verify", str(mirror)])
     assert result.exit_code == 0, result.output
     assert "every file is present and intact" in result.output
@@ -136,10 +136,10 @@ def test_ifeval_rows_have_one_kwargs_struct_per_instruction(mirror: Path) -> Non
         assert len(row["kwargs"]) == len(row["instruction_id_list"]) >= 2
         for instruction, kwargs in zip(row["instruction_id_list"], row["kwargs"], strict=True):
             seen.add(instruction)
-            assert instruction in data.IFEVAL_INSTRUCTIONS
+            assert instruction in synthetic.IFEVAL_INSTRUCTIONS
             given = {k for k, v in kwargs.items() if v is not None}
-            assert given == set(data._ifeval_instruction(instruction, random.Random(0))[1])
-    assert seen == set(data.IFEVAL_INSTRUCTIONS)
+            assert given == set(synthetic._ifeval_instruction(instruction, random.Random(0))[1])
+    assert seen == set(synthetic.IFEVAL_INSTRUCTIONS)
 
 
 def test_math_rows_are_level_5_with_boxed_answers(mirror: Path) -> None:
@@ -151,7 +151,7 @@ def test_math_rows_are_level_5_with_boxed_answers(mirror: Path) -> None:
             assert set(rows[0]) == {"problem", "level", "solution", "type"}
             assert sum(row["level"] == "Level 5" for row in rows) >= 6
             assert all("\\boxed{" in row["solution"] for row in rows)
-            assert {row["type"] for row in rows} == {data._MATH_TYPES[subtask.config or ""]}
+            assert {row["type"] for row in rows} == {synthetic._MATH_TYPES[subtask.config or ""]}
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from backend.evaluation import data, tasks
+from backend.evaluation import data, synthetic, tasks
 from backend.evaluation.tasks import (
     DatasetNotPinned,
     HarnessMismatch,
@@ -146,7 +146,7 @@ def test_pinned_revisions_are_written_into_the_manifest_and_the_task_files(
 
 def test_materialized_mirror_tasks_read_only_the_mirror(tmp_path: Path) -> None:
     task_set = load_task_set()
-    mirror = data.synthesize(tmp_path / "mirror", rows=2)
+    mirror = synthetic.synthesize(tmp_path / "mirror", rows=2)
     folder = materialize(task_set, tmp_path / "out", mirror)
 
     assert folder == (tmp_path / "out").resolve()
@@ -182,7 +182,7 @@ def test_materialized_mirror_tasks_read_only_the_mirror(tmp_path: Path) -> None:
 
 
 def test_an_incomplete_mirror_is_refused(tmp_path: Path) -> None:
-    mirror = data.synthesize(tmp_path / "mirror", rows=2)
+    mirror = synthetic.synthesize(tmp_path / "mirror", rows=2)
     missing = data.mirror_file(mirror, "TAUR-Lab/MuSR", None, "team_allocation")
     missing.unlink()
     with pytest.raises(data.MirrorError, match=r"TAUR-Lab/MuSR/default/team_allocation.parquet is missing"):
@@ -192,7 +192,7 @@ def test_an_incomplete_mirror_is_refused(tmp_path: Path) -> None:
 
 
 def test_hub_configs_give_back_the_dataset_identity(tmp_path: Path) -> None:
-    mirror = data.synthesize(tmp_path / "mirror", rows=2)
+    mirror = synthetic.synthesize(tmp_path / "mirror", rows=2)
     folder = materialize(load_task_set(), tmp_path / "out", mirror)
     recorded: dict[str, dict[str, Any]] = {
         "leaderboard_musr_murder_mysteries": {
