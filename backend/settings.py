@@ -71,10 +71,16 @@ class Settings(BaseSettings):
     eval_device: str = Field(
         "auto", description="Device for evaluation: auto (cuda when available, else cpu), cpu, cuda, cuda:N."
     )
-    eval_batch_size: str = Field(
-        "auto", pattern=r"^(auto|auto:\d+|\d+)$", description="Harness batch size: auto, auto:N or a number."
+    eval_batch_size: str | None = Field(
+        None,
+        pattern=r"^(auto|auto:\d+|\d+)$",
+        description="Harness batch size (auto, auto:N or a number), overriding the leaderboard config's policy.",
     )
-    eval_max_batch_size: int = Field(64, ge=1, description="Largest batch the auto batch size may pick.")
+    eval_max_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Largest batch the auto batch size may pick, overriding the leaderboard config.",
+    )
     eval_limit: int | None = Field(
         None,
         ge=1,

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from backend.evaluation.runner import RunSpec, format_model_args, model_arguments
+from backend.evaluation.tasks import TaskSet
+from backend.leaderboards.config import LeaderboardConfig, LeaderboardConfigError
 
 SEQUENCE_LENGTH_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 
@@ -54,6 +56,26 @@ def _hardware() -> dict[str, Any]:
     return info
 
 
+def check_config_matches_task_set(config: LeaderboardConfig, task_set: TaskSet) -> None:
+    """The leaderboard config scores what the task set runs: the same groups and the same subtasks."""
+    run = set(task_set.run_names)
+    scored = {s.task for b in config.benchmarks for s in b.subtasks} | {
+        b.task for b in config.benchmarks if not b.subtasks
+    }
+    defined = {s.name for s in task_set.subtasks}  # a plain task is its own only subtask
+    problems = [
+        f"{t} is run by the config but not defined by the task set"
+        for t in config.harness_tasks
+        if t not in run
+    ]
+    problems += [f"{t} is scored by the config but not in the task set" for t in sorted(scored - defined)]
+    problems += [f"{t} is in the task set but not scored by the config" for t in sorted(defined - scored)]
+    if problems:
+        raise LeaderboardConfigError(
+            f"{config.source or config.name} and task set {task_set.name} disagree: " + "; ".join(problems)
+        )
+
+
 def evaluate(spec: RunSpec) -> dict[str, Any]:
     import lm_eval
     from lm_eval.loggers import EvaluationTracker
@@ -64,6 +86,7 @@ def evaluate(spec: RunSpec) -> dict[str, Any]:
 
     config = load_config(spec.leaderboard)
     task_set = load_task_set(config.task_set)
+    check_config_matches_task_set(config, task_set)
     out = Path(spec.output_dir)
     mirror = Path(spec.data_mirror) if spec.data_mirror else None
     tasks_dir = materialize(task_set, out / "tasks", mirror)
@@ -85,19 +108,22 @@ def evaluate(spec: RunSpec) -> dict[str, Any]:
         # Half-precision matmuls are emulated on CPUs (minutes instead of seconds); compute in float32 and
         # record it: the dtype used is part of the harness arguments stored with the result.
         model_args["dtype"] = "float32"
-    batch_size: int | str = int(spec.batch_size) if spec.batch_size.isdigit() else spec.batch_size
+    batch_policy = spec.batch_size or run.batch_size
+    batch_size: int | str = int(batch_policy) if batch_policy.isdigit() else batch_policy
+    use_chat_template = run.use_chat_template(spec.use_chat_template)
     tracker = EvaluationTracker(output_path=str(out / "harness"))
     arguments: dict[str, Any] = {
         "model": spec.backend,
         "model_args": format_model_args(model_args),
         "tasks": list(config.harness_tasks),
         "batch_size": batch_size,
-        "max_batch_size": spec.max_batch_size,
+        "max_batch_size": spec.max_batch_size or run.max_batch_size,
+        "num_fewshot": run.num_fewshot,
         "use_cache": spec.cache_path,
         "limit": spec.limit,
-        "log_samples": True,
-        "apply_chat_template": spec.use_chat_template,
-        "fewshot_as_multiturn": spec.use_chat_template and run.fewshot_as_multiturn,
+        "log_samples": run.log_samples,
+        "apply_chat_template": use_chat_template,
+        "fewshot_as_multiturn": use_chat_template and run.fewshot_as_multiturn,
         "random_seed": run.seeds.random,
         "numpy_random_seed": run.seeds.numpy,
         "torch_random_seed": run.seeds.torch,
@@ -111,11 +137,11 @@ def evaluate(spec: RunSpec) -> dict[str, Any]:
     )
     if results is None:
         raise RuntimeError("the harness returned no results (not the main process?)")
-    samples = results.pop("samples")
+    samples = results.pop("samples", {})
     # Record the configs as a Hub run at the same revisions would: nothing depends on where the mirror lies.
     results["configs"] = hub_configs(results["configs"], tasks_dir)
     tracker.save_results_aggregated(results=results, samples=samples)
-    for task_name in results["configs"]:
+    for task_name in samples:
         tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
     results_files = sorted((out / "harness").rglob("results_*.json"))
     return {

@@ -57,8 +57,8 @@ class RunSpec:
     model_store: str | None = None
     limit: int | None = None
     device: str = "auto"
-    batch_size: str = "auto"
-    max_batch_size: int = 64
+    batch_size: str | None = None  # None: the leaderboard config's policy
+    max_batch_size: int | None = None
     backend: str = "hf"
 
     @classmethod

@@ -113,3 +113,21 @@ def test_vllm_arguments_and_what_it_refuses():
     assert model_arguments(spec(backend="vllm", precision="GPTQ"), None)["quantization"] == "gptq"
     with pytest.raises(UnsupportedRun, match="LEADERBOARD_EVAL_BACKEND=hf"):
         model_arguments(spec(backend="vllm", weight_type="Adapter", base_model="acme/base"), None)
+
+
+def test_the_leaderboard_config_scores_exactly_what_its_task_set_runs():
+    from dataclasses import replace
+
+    from backend.evaluation.child import check_config_matches_task_set
+    from backend.evaluation.tasks import load_task_set
+    from backend.leaderboards.config import LeaderboardConfigError, load_config
+
+    config = load_config("open_llm_v2")
+    task_set = load_task_set(config.task_set)
+    check_config_matches_task_set(config, task_set)
+    assert len(task_set.subtasks) == 39
+    fewer = replace(
+        task_set, subtasks=tuple(s for s in task_set.subtasks if s.name != "leaderboard_bbh_snarks")
+    )
+    with pytest.raises(LeaderboardConfigError, match="is scored by the config but not in the task set"):
+        check_config_matches_task_set(config, fewer)
