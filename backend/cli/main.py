@@ -396,6 +396,8 @@ def _register_commands() -> None:
         cli.add_command(command)
 
 
+_register_commands()
+
+
 def main() -> None:
-    _register_commands()
     cli(prog_name="leaderboard")

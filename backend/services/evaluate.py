@@ -21,7 +21,7 @@ from backend.evaluation.runner import Runner, RunResult, RunSpec
 from backend.services.queue import QueueService
 from backend.settings import Settings
 from backend.storage.database import DatabaseUnavailable
-from backend.storage.evaluations import Evaluation, EvaluationRepository
+from backend.storage.evaluations import AlreadyEvaluated, Evaluation, EvaluationRepository
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,16 @@ class EvaluationService:
         return self.evaluate(request, worker_id)
 
     def work_forever(self, worker_id: str, stop: threading.Event) -> None:
+        """Work until ``stop`` is set; an unreachable database is waited out, never a reason to exit."""
         while not stop.is_set():
-            if self.work_once(worker_id) is None:
+            try:
+                worked = self.work_once(worker_id)
+            except DatabaseUnavailable as exc:
+                log.warning(
+                    "database unavailable; retrying", extra={"worker": worker_id, "error": exc.message}
+                )
+                worked = None
+            if worked is None:
                 stop.wait(self.settings.worker_poll_seconds)
 
     def evaluate(self, request: EvalRequest, worker_id: str) -> EvalRequest:
@@ -146,7 +154,11 @@ class EvaluationService:
                 return self._fail(
                     request, worker_id, f"the results could not be scored: {exc.message}", False, result
                 )
-            self.evaluations.store_and_finish(evaluation, self.clock())
+            try:
+                self.evaluations.store_and_finish(evaluation, self.clock())
+            except (LeaseLost, AlreadyEvaluated) as exc:  # another worker took over: its result counts
+                log.warning("result discarded", extra={"request_id": request.id, "reason": exc.message})
+                return self.queue.requests.get(request.id)
             log.info("request finished", extra={"request_id": request.id, "model": request.model})
             return self.queue.requests.get(request.id)
         assert result.failure is not None
