@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from backend.cli.main import handle_errors
+from backend.cli.common import handle_errors
 
 TASK_SET_OPTION = click.option(
     "--task-set",

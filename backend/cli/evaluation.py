@@ -12,7 +12,7 @@ from types import FrameType
 
 import click
 
-from backend.cli.main import _emit, _enum_choice, console, handle_errors, open_app
+from backend.cli.common import console, emit, enum_choice, handle_errors, open_app
 from backend.cli.render import scores_table
 from backend.domain import Precision, WeightType, parse_choice
 from backend.errors import LeaderboardError
@@ -58,11 +58,9 @@ def worker(once: bool, worker_id: str | None) -> None:
 @click.command("run")
 @click.argument("model")
 @click.option("--revision", default="main", show_default=True)
+@click.option("--precision", type=enum_choice(Precision), default=Precision.BFLOAT16.value, show_default=True)
 @click.option(
-    "--precision", type=_enum_choice(Precision), default=Precision.BFLOAT16.value, show_default=True
-)
-@click.option(
-    "--weight-type", type=_enum_choice(WeightType), default=WeightType.ORIGINAL.value, show_default=True
+    "--weight-type", type=enum_choice(WeightType), default=WeightType.ORIGINAL.value, show_default=True
 )
 @click.option("--base-model", default=None)
 @click.option("--chat-template/--no-chat-template", default=False, show_default=True)
@@ -138,4 +136,4 @@ def scores(as_json: bool) -> None:
     config = load_config(app.settings.leaderboard)
     rows = app.evaluation.table(config.name)
     title = f"{config.name}: {len(rows)} models"
-    _emit(as_json, rows, lambda: console.print(scores_table(title, columns(config), rows)))
+    emit(as_json, rows, lambda: console.print(scores_table(title, columns(config), rows)))

@@ -6,63 +6,21 @@ exit status (1 for a refused action, 2 for bad usage).
 
 from __future__ import annotations
 
-import enum
-import functools
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
-from rich.console import Console
 
 from backend import __version__, logs
-from backend.app import App
-from backend.cli.render import print_detail, queue_table, to_json
+from backend.cli.common import F, console, emit, enum_choice, handle_errors, open_app, settings_help
+from backend.cli.data import data
+from backend.cli.evaluation import run, scores, worker
+from backend.cli.normalize import normalize
+from backend.cli.render import print_detail, queue_table
 from backend.domain import ModelType, Precision, Status, Submission, WeightType, parse_choice
-from backend.errors import LeaderboardError
 from backend.settings import get_settings, settings_table
 
-F = TypeVar("F", bound=Callable[..., Any])
-# Piped output is not cut to 80 columns: rows stay whole for grep and for people reading logs.
-console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
-
-def _settings_help() -> str:
-    rows = "\n".join(f"  {name} (default: {default or 'unset'})" for name, default, _ in settings_table())
-    return "Settings (environment variables; `leaderboard settings` explains each):\n\n\b\n" + rows
-
-
-def open_app() -> App:
-    return App.open(get_settings())
-
-
-def handle_errors(func: F) -> F:
-    """Render every LeaderboardError the same way: on stderr, with its code, exit status 1."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except LeaderboardError as exc:
-            click.echo(f"error [{exc.code}]: {exc.message}", err=True)
-            sys.exit(1)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _enum_choice(enum_type: type[enum.Enum]) -> click.Choice:
-    return click.Choice([m.value for m in enum_type], case_sensitive=False)
-
-
-def _emit(as_json: bool, value: Any, text: Callable[[], None]) -> None:
-    if as_json:
-        click.echo(to_json(value))
-    else:
-        text()
-
-
-@click.group(epilog=_settings_help())
+@click.group(epilog=settings_help())
 @click.version_option(__version__, prog_name="leaderboard")
 @click.option("--log-level", default="WARNING", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
 def cli(log_level: str) -> None:
@@ -74,17 +32,15 @@ def cli(log_level: str) -> None:
 @click.argument("model")
 @click.option("--user", required=True, help="Your Hub user name (the sender).")
 @click.option("--revision", default="main", show_default=True, help="Branch, tag or commit; frozen to a sha.")
+@click.option("--precision", type=enum_choice(Precision), default=Precision.BFLOAT16.value, show_default=True)
 @click.option(
-    "--precision", type=_enum_choice(Precision), default=Precision.BFLOAT16.value, show_default=True
-)
-@click.option(
-    "--weight-type", type=_enum_choice(WeightType), default=WeightType.ORIGINAL.value, show_default=True
+    "--weight-type", type=enum_choice(WeightType), default=WeightType.ORIGINAL.value, show_default=True
 )
 @click.option(
     "--base-model", default=None, help="ORG/NAME of the base model (required for Delta and Adapter)."
 )
 @click.option(
-    "--model-type", type=_enum_choice(ModelType), default=None, help="How the model was made (required)."
+    "--model-type", type=enum_choice(ModelType), default=None, help="How the model was made (required)."
 )
 @click.option(
     "--chat-template/--no-chat-template",
@@ -118,7 +74,7 @@ def submit(
             use_chat_template=chat_template,
         )
     )
-    _emit(
+    emit(
         as_json,
         request,
         lambda: console.print(
@@ -136,7 +92,7 @@ def submit(
 def vote(request_id: int, user: str, as_json: bool) -> None:
     """Upvote a pending REQUEST (one vote per user)."""
     count = open_app().votes.vote(request_id, user)
-    _emit(
+    emit(
         as_json,
         {"request": request_id, "votes": count},
         lambda: console.print(f"request {request_id}: {count} votes"),
@@ -151,7 +107,7 @@ def vote(request_id: int, user: str, as_json: bool) -> None:
 def unvote(request_id: int, user: str, as_json: bool) -> None:
     """Withdraw your vote from a pending REQUEST."""
     count = open_app().votes.unvote(request_id, user)
-    _emit(
+    emit(
         as_json,
         {"request": request_id, "votes": count},
         lambda: console.print(f"request {request_id}: {count} votes"),
@@ -159,7 +115,7 @@ def unvote(request_id: int, user: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--status", type=_enum_choice(Status), default=Status.PENDING.value, show_default=True)
+@click.option("--status", type=enum_choice(Status), default=Status.PENDING.value, show_default=True)
 @click.option("--limit", type=int, default=100, show_default=True)
 @click.option("--offset", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -168,7 +124,7 @@ def queue(status: str, limit: int, offset: int, as_json: bool) -> None:
     """List requests: pending ones ranked by votes, then submission time."""
     wanted = Status(status.upper())
     requests = open_app().queue.page(wanted, limit, offset)
-    _emit(as_json, requests, lambda: console.print(queue_table(requests, f"{wanted.value.lower()} requests")))
+    emit(as_json, requests, lambda: console.print(queue_table(requests, f"{wanted.value.lower()} requests")))
 
 
 @cli.command()
@@ -178,7 +134,7 @@ def queue(status: str, limit: int, offset: int, as_json: bool) -> None:
 def show(request_id: int, as_json: bool) -> None:
     """One request with its status history and voters."""
     detail = open_app().queue.detail(request_id)
-    _emit(as_json, detail, lambda: print_detail(console, detail))
+    emit(as_json, detail, lambda: print_detail(console, detail))
 
 
 @cli.group()
@@ -279,7 +235,7 @@ def admin_list(which: str, as_json: bool) -> None:
         for e in entries:
             console.print(f"{e.key}\t{e.added_by}\t{e.added_at:%Y-%m-%d}\t{e.reason or ''}")
 
-    _emit(as_json, entries, text)
+    emit(as_json, entries, text)
 
 
 @admin.command()
@@ -288,7 +244,7 @@ def admin_list(which: str, as_json: bool) -> None:
 def recover(as_json: bool) -> None:
     """Return running requests whose worker stopped heart-beating to the queue (or fail them)."""
     recovered = open_app().queue.recover_stalled()
-    _emit(
+    emit(
         as_json,
         recovered,
         lambda: console.print(
@@ -328,7 +284,7 @@ def import_requests(folder: Path, user: str, as_json: bool) -> None:
         for problem in report.problems:
             click.echo(f"skipped {problem}", err=True)
 
-    _emit(as_json, report, text)
+    emit(as_json, report, text)
 
 
 @cli.group()
@@ -367,7 +323,7 @@ def show_settings(as_json: bool) -> None:
             )
             console.print(f"    {row['help']}")
 
-    _emit(as_json, rows, text)
+    emit(as_json, rows, text)
 
 
 @cli.command()
@@ -386,17 +342,9 @@ def demo(workdir: Path) -> None:
     run_demo(workdir, console).close()
 
 
-def _register_commands() -> None:
-    """Commands defined in their own modules (they import this one for the shared helpers)."""
-    from backend.cli.data import data
-    from backend.cli.evaluation import run, scores, worker
-    from backend.cli.normalize import normalize
-
-    for command in (worker, run, scores, normalize, data):
-        cli.add_command(command)
-
-
-_register_commands()
+# Commands defined in their own modules.
+for command in (worker, run, scores, normalize, data):
+    cli.add_command(command)
 
 
 def main() -> None:

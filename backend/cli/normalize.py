@@ -35,7 +35,7 @@ def normalize(results_file: Path, config_name: str, allow_missing: bool, with_st
     Raw columns are fractions (0..1), the others points (0..100), unrounded; see
     backend/leaderboards/normalize.py for the formulas.
     """
-    from backend.cli.main import handle_errors
+    from backend.cli.common import handle_errors
 
     handle_errors(_normalize)(results_file, config_name, allow_missing, with_stderr)
 
