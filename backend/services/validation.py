@@ -92,16 +92,8 @@ def validate(sub: Submission, ctx: ValidationContext) -> NewRequest:
         )
 
     limit = ctx.rate_limit(sub.model)
-    if limit is not None:
-        count = ctx.requests.count_since(namespace_of(sub.model), limit.since)
-        if count >= limit.count:
-            raise SubmissionRejected(
-                "rate-limit",
-                f"namespace '{namespace_of(sub.model)}' already has {count} submissions in the last "
-                f"{limit.window_days:g} days (limit {limit.count})",
-                "wait until the oldest one leaves the window, or ask an admin to register the namespace as "
-                "an official provider",
-            )
+    if limit is not None:  # an early answer; the insert checks again under a lock
+        ctx.requests.check_rate_limit(namespace_of(sub.model), limit)
 
     for candidate in filter(None, (sub.model, sub.base_model)):
         entry = ctx.moderation.blocked_entry(candidate)

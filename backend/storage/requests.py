@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, func, insert, select, text, update
@@ -159,13 +159,13 @@ class RequestRepository:
         ).one()
         count, oldest = recent
         if count >= limit.count:
-            frees_at = oldest.replace(microsecond=0).isoformat() if oldest else "later"
+            frees_at = (oldest + timedelta(days=limit.window_days)).strftime("%Y-%m-%d %H:%M:%S")
             raise SubmissionRejected(
                 "rate-limit",
                 f"namespace '{namespace}' already has {count} submissions in the last {limit.window_days:g} "
                 f"days (limit {limit.count})",
-                f"wait until {frees_at} plus {limit.window_days:g} days, when the oldest one leaves the window, "
-                "or ask an admin to register the namespace as an official provider",
+                f"wait until {frees_at} UTC, when the oldest one leaves the window, or ask an admin to register "
+                "the namespace as an official provider",
             )
 
     # -- reads --------------------------------------------------------------------------------------
@@ -192,11 +192,10 @@ class RequestRepository:
             )
         return None if row is None else row_to_request(row)
 
-    def count_since(self, namespace: str, since: datetime) -> int:
+    def check_rate_limit(self, namespace: str, limit: RateLimit) -> None:
+        """Raise the rate-limit rejection when ``namespace`` has used up its window."""
         with self.db.transaction() as conn:
-            return conn.execute(
-                select(func.count()).where(requests.c.namespace == namespace, requests.c.submitted_at > since)
-            ).scalar_one()
+            self._check_rate_limit(conn, namespace, limit)
 
     def page(self, status: Status | None = None, limit: int = 100, offset: int = 0) -> list[EvalRequest]:
         """Pending requests in queue order (votes desc, then submission time); others newest first."""

@@ -230,7 +230,10 @@ def test_rate_limit_per_namespace_with_official_providers_exempt(app, clock):
         clock.advance(60)
     error = rejected(app, "good/tiny")
     assert_rule(
-        error, "rate-limit", "namespace 'good' already has 5 submissions in the last 7 days (limit 5)"
+        error,
+        "rate-limit",
+        "namespace 'good' already has 5 submissions in the last 7 days (limit 5)",
+        "wait until 2026-01-08 12:00:00 UTC",  # the first of the five, plus the window
     )
     clock.advance(timedelta(days=7).total_seconds() - 5 * 60 + 30)  # the oldest one leaves the window
     request = submit(app, "good/tiny")
