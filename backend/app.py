@@ -9,6 +9,8 @@ from functools import cached_property
 
 from backend.hub.factory import model_source_from_settings
 from backend.hub.interface import ModelSource
+from backend.leaderboards.config import load_config
+from backend.publish.service import PublishService
 from backend.services.admin import AdminService
 from backend.services.evaluate import EvaluationService
 from backend.services.mirror import MirrorService
@@ -20,6 +22,7 @@ from backend.settings import Settings
 from backend.storage.database import Database
 from backend.storage.evaluations import EvaluationRepository
 from backend.storage.moderation import ModerationRepository
+from backend.storage.publications import PublicationRepository
 from backend.storage.requests import RequestRepository
 from backend.storage.votes import VoteRepository
 
@@ -89,6 +92,21 @@ class App:
     @cached_property
     def evaluation(self) -> EvaluationService:
         return EvaluationService(self.settings, self.queue, self.evaluations, self.clock)
+
+    @cached_property
+    def publications(self) -> PublicationRepository:
+        return PublicationRepository(self.db)
+
+    @cached_property
+    def publishing(self) -> PublishService:
+        return PublishService(
+            load_config(self.settings.leaderboard),
+            self.publications,
+            self.requests,
+            self.moderation,
+            self.mirror,
+            self.clock,
+        )
 
     @cached_property
     def mirror(self) -> MirrorService:

@@ -15,7 +15,9 @@ from backend.cli.common import F, console, emit, enum_choice, handle_errors, ope
 from backend.cli.data import data
 from backend.cli.evaluation import run, scores, worker
 from backend.cli.normalize import normalize
+from backend.cli.publish import publish, results
 from backend.cli.render import print_detail, queue_table
+from backend.cli.rescore import rescore
 from backend.domain import ModelType, Precision, Status, Submission, WeightType, parse_choice
 from backend.settings import get_settings, settings_table
 
@@ -343,7 +345,7 @@ def demo(workdir: Path) -> None:
 
 
 # Commands defined in their own modules.
-for command in (worker, run, scores, normalize, data):
+for command in (worker, run, scores, normalize, data, publish, results, rescore):
     cli.add_command(command)
 
 

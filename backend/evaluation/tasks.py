@@ -5,6 +5,9 @@ the harness version and, for every subtask, the installed lm-eval task file, dat
 ``materialize`` turns it into a folder of task files for lm-eval's ``TaskManager``: each one includes the
 installed task file unchanged (so prompts, metrics and ``!function`` helpers are the harness's own) and
 overrides only the data source: files of a local data mirror, or the Hub at the pinned dataset revision.
+A manifest task may also name ``process_results: package.module:function``: the project's own scorer in place
+of the task file's (a fixed answer extraction, say); ``backend.evaluation.rescore`` applies it to stored
+per-sample outputs without re-running any model.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ SPLIT_ROLES = ("test", "validation", "training", "fewshot")
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+_SCORER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
 #: What ``materialize`` writes next to the task files: the run's task names and data provenance.
 MATERIALIZED_FILE = "materialized.json"
 
@@ -79,6 +83,9 @@ class Subtask:
     dataset: str
     config: str | None
     splits: tuple[tuple[str, str], ...]  # (role, split name), roles from SPLIT_ROLES
+    # The project's scorer replacing the task file's process_results ("package.module:function"); None:
+    # the harness's own. Re-scoring stored samples applies a change here without re-running any model.
+    process_results: str | None = None
 
     @property
     def split_names(self) -> tuple[str, ...]:
@@ -232,6 +239,7 @@ def load_task_set(name_or_path: str | Path = DEFAULT_TASK_SET) -> TaskSet:
                 dataset=dataset,
                 config=fields.text("config", _NAME, optional=True),
                 splits=tuple((role, splits_raw[role]) for role in SPLIT_ROLES if role in splits_raw),
+                process_results=fields.text("process_results", _SCORER, optional=True),
             )
         )
 
@@ -403,6 +411,36 @@ def _dump(path: Path, data: Mapping[str, Any], comment: str) -> None:
     path.write_text(f"# {comment}\n{text}", encoding="utf-8")
 
 
+def _write_scorer(folder: Path, subtask: Subtask, task_set: TaskSet) -> None:
+    """Point the task's ``process_results`` at the project's scorer.
+
+    lm-eval resolves ``!function name.attr`` as ``attr`` of the file ``name.py`` beside the task file, so a
+    one-line shim beside it re-exports the manifest's ``package.module:function``.
+    """
+    assert subtask.process_results is not None
+    module, function = subtask.process_results.split(":")
+    try:
+        found = callable(getattr(importlib.import_module(module), function, None))
+    except ImportError as exc:
+        raise TaskSetError(
+            f"{task_set.path}: task {subtask.name}: process_results {subtask.process_results!r} cannot be "
+            f"imported: {exc}"
+        ) from exc
+    if not found:
+        raise TaskSetError(
+            f"{task_set.path}: task {subtask.name}: process_results {subtask.process_results!r}: "
+            f"{module} has no function {function}"
+        )
+    shim = f"_scorer_{subtask.name}"
+    (folder / f"{shim}.py").write_text(
+        f"# {task_set.name}: the project's scorer for {subtask.name}\n"
+        f"from {module} import {function} as process_results  # noqa: F401\n",
+        encoding="utf-8",
+    )
+    with (folder / f"{subtask.name}.yaml").open("a", encoding="utf-8") as file:
+        file.write(f"process_results: !function {shim}.process_results\n")
+
+
 def materialize(task_set: TaskSet, out_dir: Path, data_mirror: Path | None) -> Path:
     """Write the task files of one run into ``out_dir``; return the folder to give lm-eval.
 
@@ -415,7 +453,11 @@ def materialize(task_set: TaskSet, out_dir: Path, data_mirror: Path | None) -> P
     root = harness_tasks_folder()
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [*out_dir.glob("tasks/*.yaml"), *out_dir.glob("groups/*.yaml")]:
+    for stale in [
+        *out_dir.glob("tasks/*.yaml"),
+        *out_dir.glob("tasks/_scorer_*.py"),
+        *out_dir.glob("groups/*.yaml"),
+    ]:
         stale.unlink()  # left by an earlier materialize into the same folder
 
     # data.py builds on this module, so it is imported here rather than at the top.
@@ -454,12 +496,16 @@ def materialize(task_set: TaskSet, out_dir: Path, data_mirror: Path | None) -> P
             override,
             f"{task_set.name}: {subtask.name} from lm-eval {task_set.harness.version}, data overridden",
         )
+        if subtask.process_results is not None:
+            _write_scorer(out_dir / "tasks", subtask, task_set)
         sources[subtask.name] = {
             "config_source": str(root / subtask.yaml),
             "dataset_path": subtask.dataset,
             "dataset_name": subtask.config,
             "revision": revisions[subtask.dataset],
         }
+        if subtask.process_results is not None:
+            sources[subtask.name]["process_results"] = subtask.process_results
 
     for group in task_set.groups:
         if group.kind == "group":

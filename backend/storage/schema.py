@@ -184,3 +184,19 @@ evaluations = Table(
     Column("duration_seconds", Float, nullable=False),
     UniqueConstraint("request_id", "leaderboard", name="uq_evaluations_request_leaderboard"),
 )
+
+# What was published where: one row per (evaluation, target). A row with published_at NULL is in the outbox:
+# queued for that target and not yet delivered; the unique constraint is what makes a result published once.
+publications = Table(
+    "publications",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("evaluation_id", Integer, ForeignKey("evaluations.id", ondelete="CASCADE"), nullable=False),
+    Column("target", String(500), nullable=False),  # a resolved local folder, or hf://datasets/ORG/NAME
+    Column("queued_at", UTCDateTime, nullable=False),
+    Column("published_at", UTCDateTime, nullable=True),
+    Column("files", JSON, nullable=False),  # paths (relative to the target) written for this evaluation
+    Column("last_error", Text, nullable=True),  # why the last delivery failed, while in the outbox
+    UniqueConstraint("evaluation_id", "target", name="uq_publications_evaluation_target"),
+    Index("ix_publications_target_published", "target", "published_at"),
+)

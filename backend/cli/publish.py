@@ -1,0 +1,72 @@
+"""`leaderboard publish` and `leaderboard results download`: results out to LEADERBOARD_RESULTS and back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from backend.app import App
+from backend.cli.common import console, emit, handle_errors, open_app
+from backend.publish.files import write_atomic
+from backend.publish.service import FORMATS, PublishService
+from backend.publish.targets import Target, target_from_setting
+
+
+def publish_service(app: App) -> PublishService:
+    return app.publishing
+
+
+def configured_target(app: App) -> Target:
+    """LEADERBOARD_RESULTS; the Hub endpoint and token come from HF_ENDPOINT and HF_TOKEN."""
+    return target_from_setting(app.settings.results)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@handle_errors
+def publish(as_json: bool) -> None:
+    """Publish every evaluated result not yet published to LEADERBOARD_RESULTS (a folder or a Hub dataset).
+
+    Safe to repeat: what is already published is not published again; what could not be delivered stays
+    in the outbox and goes with the next publish.
+    """
+    app = open_app()
+    try:
+        report = publish_service(app).publish(configured_target(app))
+    finally:
+        app.close()
+
+    def text() -> None:
+        if report.published == 0:
+            console.print(f"nothing to publish: {report.target} is up to date")
+        else:
+            console.print(
+                f"published {report.published} evaluation(s) to {report.target} "
+                f"({len(report.changed_files)} files changed); outbox: {report.outbox}"
+            )
+
+    emit(as_json, report, text)
+
+
+@click.group()
+def results() -> None:
+    """The published results."""
+
+
+@results.command()
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="parquet", show_default=True)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: leaderboard.FORMAT"
+)
+@handle_errors
+def download(fmt: str, out: Path | None) -> None:
+    """Download the leaderboard table from LEADERBOARD_RESULTS (a folder or a Hub dataset)."""
+    app = open_app()
+    try:
+        data = publish_service(app).download(configured_target(app), fmt)
+    finally:
+        app.close()
+    path = out or Path(f"leaderboard.{fmt}")
+    write_atomic(path, data)
+    console.print(f"wrote {path} ({len(data)} bytes)")

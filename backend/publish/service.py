@@ -1,0 +1,160 @@
+"""Publish every evaluated, not yet published result to a target: results files, the table, per-sample
+details, the requests mirror and the dataset card, delivered at once.
+
+The outbox is the publications table: evaluations are queued for the target first, delivered, then marked
+published. Publishing with an empty outbox changes nothing; a failed delivery leaves the outbox as it was.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from backend.domain import EvalRequest
+from backend.errors import InvalidInput
+from backend.leaderboards.config import LeaderboardConfig
+from backend.publish import files as layout
+from backend.publish.table import Moderation, build_row, csv_bytes, parquet_bytes, to_arrow
+from backend.publish.targets import PublishFailed, Target
+from backend.services.mirror import MirrorService
+from backend.storage.moderation import ModerationRepository
+from backend.storage.publications import Publication, PublicationRepository
+from backend.storage.requests import RequestRepository
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("parquet", "csv", "json")
+
+
+@dataclass
+class PublishReport:
+    target: str
+    published: int = 0  # evaluations delivered by this publish
+    changed_files: list[str] = field(default_factory=list)
+    outbox: int = 0  # evaluations still waiting for this target
+
+
+class PublishService:
+    def __init__(
+        self,
+        config: LeaderboardConfig,
+        publications: PublicationRepository,
+        requests: RequestRepository,
+        moderation: ModerationRepository,
+        mirror: MirrorService,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.config = config
+        self.publications = publications
+        self.requests = requests
+        self.moderation = moderation
+        self.mirror = mirror
+        self.clock = clock
+
+    def publish(self, target: Target) -> PublishReport:
+        """Deliver the outbox of `target`; raises PublishFailed (saying what is left) when it cannot."""
+        self.publications.enqueue_new(target.key, self.config.name, self.clock())
+        rows = self.publications.for_target(target.key, self.config.name)
+        pending = [p for p in rows if p.published_at is None]
+        report = PublishReport(target=target.key)
+        if not pending:
+            return report
+        by_id = {r.id: r for r in self.requests.all()}
+        payload, per_publication = self._files(rows, pending, by_id)
+        message = f"Publish {len(pending)} evaluation(s) of {self.config.name}"
+        try:
+            report.changed_files = target.put(payload, message)
+        except PublishFailed as exc:
+            self.publications.mark_failed([p.id for p in pending], exc.message)
+            left = self.publications.outbox_count(target.key)
+            raise PublishFailed(f"{exc.message}; {left} evaluation(s) left in the outbox") from exc
+        self.publications.mark_published(per_publication, self.clock())
+        report.published = len(pending)
+        report.outbox = self.publications.outbox_count(target.key)  # evaluations finished meanwhile
+        log.info("published", extra={"target": target.key, "evaluations": len(pending)})
+        return report
+
+    def outbox(self, target: Target) -> int:
+        return self.publications.outbox_count(target.key)
+
+    def _files(
+        self, rows: list[Publication], pending: list[Publication], by_id: dict[int, EvalRequest]
+    ) -> tuple[dict[str, bytes], dict[int, list[str]]]:
+        payload: dict[str, bytes] = {}
+        per_publication: dict[int, list[str]] = {}
+        details: list[tuple[str, str]] = []
+        for publication in pending:
+            evaluation = publication.evaluation
+            request = by_id[evaluation.request_id]
+            paths = [layout.results_path(request, evaluation)]
+            payload[paths[0]] = layout.results_file(request, evaluation)
+            for samples in evaluation.provenance.get("samples_files") or []:
+                if not Path(samples).is_file():
+                    log.warning("samples file missing", extra={"path": samples, "request_id": request.id})
+                    continue
+                path = layout.details_path(request, evaluation, layout.task_of(samples))
+                payload[path] = layout.details_file(Path(samples))
+                paths.append(path)
+            per_publication[publication.id] = paths
+        for publication in rows:
+            request = by_id[publication.evaluation.request_id]
+            paths = per_publication.get(publication.id, list(publication.files))
+            details += [(request.model, PurePosixPath(p).parts[2]) for p in paths if p.startswith("details/")]
+        table = to_arrow(self._table_rows(rows, by_id), self.config)
+        payload[layout.TABLE_PARQUET] = parquet_bytes(table)
+        payload[layout.TABLE_CSV] = csv_bytes(table)
+        payload.update(self._mirror_files())
+        payload[layout.CARD] = layout.card(self.config.title, self.config.name, details)
+        return payload, per_publication
+
+    def _table_rows(self, rows: list[Publication], by_id: dict[int, EvalRequest]) -> list[dict[str, Any]]:
+        moderation = Moderation(
+            flagged=frozenset(e.key for e in self.moderation.flags.entries()),
+            official_providers=frozenset(e.key for e in self.moderation.official_providers.entries()),
+        )
+        latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for publication in rows:  # oldest first: a later evaluation of the same model replaces the row
+            request = by_id[publication.evaluation.request_id]
+            key = (request.model, request.sha, request.precision.value)
+            latest[key] = build_row(publication.evaluation, request, self.config, moderation)
+        return [latest[key] for key in sorted(latest)]
+
+    def _mirror_files(self) -> dict[str, bytes]:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            self.mirror.export(folder)
+            return {
+                f"{layout.REQUESTS_FOLDER}/{p.relative_to(folder).as_posix()}": p.read_bytes()
+                for p in sorted(folder.rglob("*"))
+                if p.is_file()
+            }
+
+    def download(self, target: Target, fmt: str = "parquet") -> bytes:
+        """The published table from `target`, as parquet, CSV or JSON (a list of rows)."""
+        if fmt not in FORMATS:
+            raise InvalidInput(f"format '{fmt}' is not one of: {', '.join(FORMATS)}")
+        data = target.read(layout.TABLE_PARQUET)
+        if data is None:
+            raise NothingPublished(f"{target.key} has no {layout.TABLE_PARQUET}: run `leaderboard publish`")
+        if fmt == "parquet":
+            return data
+        table = pq.read_table(io.BytesIO(data))
+        if fmt == "csv":
+            return csv_bytes(table)
+        return (json.dumps(table.to_pylist(), indent=1, ensure_ascii=False) + "\n").encode()
+
+
+class NothingPublished(PublishFailed):
+    """Nothing is published at the configured target yet: run `leaderboard publish` first."""
+
+    http_status = 404
+    code = "nothing_published"
