@@ -84,7 +84,7 @@ def run(
     """Evaluate MODEL exactly as the worker would, outside the queue; print the published columns as JSON.
 
     This is the reproduction command recorded with every result."""
-    from backend.evaluation.runner import Runner, RunSpec
+    from backend.evaluation.runner import RunSpec
     from backend.leaderboards.config import load_config
     from backend.leaderboards.harness_results import read_results_file
     from backend.leaderboards.normalize import normalize
@@ -96,6 +96,10 @@ def run(
     folder = (
         out or Path(settings.work_dir) / "manual-runs" / f"{model.replace('/', '__')}-{resolved.sha[:12]}"
     ).resolve()
+    run_settings = app.evaluation.run_settings(folder, "attempt")
+    run_settings["leaderboard"] = leaderboard
+    if limit is not None:
+        run_settings["limit"] = limit
     spec = RunSpec(
         model=model,
         sha=resolved.sha,
@@ -103,21 +107,10 @@ def run(
         weight_type=parse_choice(WeightType, weight_type, "weight type").value,
         base_model=base_model,
         use_chat_template=chat_template,
-        leaderboard=leaderboard,
-        output_dir=str(folder / "attempt"),
-        cache_path=str(folder / "request-cache" / "lm-cache"),
-        data_mirror=str(Path(settings.data_mirror).resolve()) if settings.data_mirror else None,
-        model_store=str(Path(settings.model_store).resolve()) if settings.model_store else None,
-        limit=limit if limit is not None else settings.eval_limit,
-        device=settings.eval_device,
-        batch_size=settings.eval_batch_size,
-        max_batch_size=settings.eval_max_batch_size,
-        backend=settings.eval_backend,
+        **run_settings,
     )
     Path(spec.cache_path).parent.mkdir(parents=True, exist_ok=True)
-    result = Runner(settings.eval_timeout_seconds, Path(settings.work_dir).resolve() / "hub-cache").run(
-        spec, Path(spec.output_dir)
-    )
+    result = app.evaluation.runner.run(spec, Path(spec.output_dir))
     if not result.ok:
         assert result.failure is not None
         raise LeaderboardError(f"{result.failure.reason} (log: {result.log_path})")

@@ -88,20 +88,26 @@ class EvaluationService:
         rows.sort(key=lambda r: (r[average] is None, -(r[average] or 0.0)))
         return rows
 
+    def run_settings(self, folder: Path, attempt: str) -> dict[str, Any]:
+        """The RunSpec fields that come from settings, for a run kept in ``folder``: one mapping for the
+        worker and for `leaderboard run`, so a reproduction runs exactly as the worker did."""
+        settings = self.settings
+        return {
+            "leaderboard": settings.leaderboard,
+            "output_dir": str(folder / attempt),
+            "cache_path": str(folder / "request-cache" / "lm-cache"),
+            "data_mirror": str(Path(settings.data_mirror).resolve()) if settings.data_mirror else None,
+            "model_store": str(Path(settings.model_store).resolve()) if settings.model_store else None,
+            "limit": settings.eval_limit,
+            "device": settings.eval_device,
+            "batch_size": settings.eval_batch_size,
+            "max_batch_size": settings.eval_max_batch_size,
+            "backend": settings.eval_backend,
+        }
+
     def spec(self, request: EvalRequest) -> RunSpec:
-        folder = self.request_dir(request.id)
         return RunSpec.from_request(
-            request,
-            leaderboard=self.settings.leaderboard,
-            output_dir=str(folder / f"attempt-{request.attempts}"),
-            cache_path=str(folder / "request-cache" / "lm-cache"),
-            data_mirror=str(Path(self.settings.data_mirror).resolve()) if self.settings.data_mirror else None,
-            model_store=str(Path(self.settings.model_store).resolve()) if self.settings.model_store else None,
-            limit=self.settings.eval_limit,
-            device=self.settings.eval_device,
-            batch_size=self.settings.eval_batch_size,
-            max_batch_size=self.settings.eval_max_batch_size,
-            backend=self.settings.eval_backend,
+            request, **self.run_settings(self.request_dir(request.id), f"attempt-{request.attempts}")
         )
 
     def request_dir(self, request_id: int) -> Path:
