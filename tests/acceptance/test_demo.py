@@ -16,7 +16,7 @@ def test_demo_runs_the_whole_loop(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=580,  # about a minute alone; several times that beside the other slow tests on 2 CPUs
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
