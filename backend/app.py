@@ -10,11 +10,14 @@ from functools import cached_property
 from backend.hub.factory import model_source_from_settings
 from backend.hub.interface import ModelSource
 from backend.leaderboards.config import load_config
-from backend.publish.service import PublishService
+from backend.publish.service import PublishReport, PublishService
+from backend.publish.targets import RetryPolicy as PublishRetryPolicy
+from backend.publish.targets import Target, target_from_setting
 from backend.services.admin import AdminService
 from backend.services.evaluate import EvaluationService
 from backend.services.mirror import MirrorService
 from backend.services.queue import QueueService, RetryPolicy
+from backend.services.rescore import RescoreService
 from backend.services.submissions import SubmissionService
 from backend.services.validation import ValidationContext
 from backend.services.votes import VoteService
@@ -91,7 +94,12 @@ class App:
 
     @cached_property
     def evaluation(self) -> EvaluationService:
-        return EvaluationService(self.settings, self.queue, self.evaluations, self.clock)
+        publish = self.publish_results if self.settings.publish_after_evaluation else None
+        return EvaluationService(self.settings, self.queue, self.evaluations, self.clock, publish=publish)
+
+    @cached_property
+    def rescoring(self) -> RescoreService:
+        return RescoreService(self.settings, self.evaluations, self.requests, self.clock)
 
     @cached_property
     def publications(self) -> PublicationRepository:
@@ -107,6 +115,21 @@ class App:
             self.mirror,
             self.clock,
         )
+
+    def results_target(self) -> Target:
+        """LEADERBOARD_RESULTS, with the publish retry settings; the Hub endpoint and token come from
+        HF_ENDPOINT and HF_TOKEN."""
+        settings = self.settings
+        retry = PublishRetryPolicy(
+            attempts=settings.publish_retry_attempts,
+            base_delay_s=settings.publish_retry_base_seconds,
+            max_delay_s=settings.publish_retry_max_seconds,
+        )
+        return target_from_setting(settings.results, retry=retry)
+
+    def publish_results(self) -> PublishReport:
+        """Publish everything not yet published to LEADERBOARD_RESULTS (raises PublishFailed)."""
+        return self.publishing.publish(self.results_target())
 
     @cached_property
     def mirror(self) -> MirrorService:

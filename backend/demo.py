@@ -1,6 +1,7 @@
 """The main job on the embedded default, end to end on this machine: build tiny models into a local model
 store and a synthesized benchmark data mirror, submit the models, vote, and let the worker evaluate the
-top-voted request with the pinned harness over all six benchmarks; then print the leaderboard.
+top-voted request with the pinned harness over all six benchmarks and publish the result; then print the
+leaderboard and what the results dataset holds.
 
 Everything it writes lives in one folder, created afresh on each run. The models are random, so their scores
 sit near the random baselines: the point is the whole path, not the numbers.
@@ -37,6 +38,8 @@ def run_demo(workdir: Path, console: Console, limit: int = 4) -> App:
         eval_limit=limit,
         eval_device="auto",
         eval_batch_size="8",  # auto-detection costs more than it saves on a tiny model
+        results=str(workdir / "results"),
+        publish_after_evaluation=True,
     )
     console.rule("1. build tiny models into the local model store (Hub cache layout)")
     models: list[tuple[str, dict[str, Any]]] = [
@@ -105,5 +108,21 @@ def run_demo(workdir: Path, console: Console, limit: int = 4) -> App:
     config = load_config(settings.leaderboard)
     console.print(scores_table(config.name, columns(config), app.evaluation.table(config.name)))
     console.print(queue_table(app.queue.page(Status.PENDING), "still pending"))
+
+    console.rule("6. the results dataset, published by the worker after the evaluation")
+    published = Path(settings.results)
+    files = sorted(p.relative_to(published).as_posix() for p in published.rglob("*") if p.is_file())
+    for prefix in ("leaderboard.", "README.md", "results/", "details/", "requests/"):
+        chosen = [f for f in files if f.startswith(prefix)]
+        if chosen:
+            console.print(f"{len(chosen):3d} x {chosen[0]}")
+    from datasets import disable_progress_bars, load_dataset
+
+    disable_progress_bars()
+    table = load_dataset(str(published), split="train", cache_dir=str(workdir / "datasets-cache"))
+    console.print(
+        f"datasets.load_dataset({str(published)!r}): {table.num_rows} row(s) of {len(table.column_names)} "
+        f"columns, from {table.column_names[0]!r} to {table.column_names[-1]!r}"
+    )
     console.print(f"database: {workdir / 'leaderboard.db'}; model store: {store.root}; data: {mirror}")
     return app

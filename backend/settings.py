@@ -93,6 +93,22 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(
         30.0, gt=0, description="How long an idle worker waits between claims."
     )
+    publish_after_evaluation: bool = Field(
+        False,
+        description="The worker publishes to LEADERBOARD_RESULTS after each evaluation it stores; a failed "
+        "publish is logged and its results wait in the outbox for the next publish.",
+    )
+    publish_retry_attempts: int = Field(
+        4,
+        ge=1,
+        description="Attempts per Hub commit when it fails transiently (connection error, timeout, 429, 5xx).",
+    )
+    publish_retry_base_seconds: float = Field(
+        2.0, ge=0, description="Wait before the second attempt of a Hub commit; doubles with each attempt."
+    )
+    publish_retry_max_seconds: float = Field(
+        60.0, ge=0, description="Longest wait between two attempts of a Hub commit."
+    )
 
 
 #: Settings whose values are never printed.

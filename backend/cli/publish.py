@@ -6,20 +6,9 @@ from pathlib import Path
 
 import click
 
-from backend.app import App
 from backend.cli.common import console, emit, handle_errors, open_app
 from backend.publish.files import write_atomic
-from backend.publish.service import FORMATS, PublishService
-from backend.publish.targets import Target, target_from_setting
-
-
-def publish_service(app: App) -> PublishService:
-    return app.publishing
-
-
-def configured_target(app: App) -> Target:
-    """LEADERBOARD_RESULTS; the Hub endpoint and token come from HF_ENDPOINT and HF_TOKEN."""
-    return target_from_setting(app.settings.results)
+from backend.publish.service import FORMATS
 
 
 @click.command()
@@ -33,7 +22,7 @@ def publish(as_json: bool) -> None:
     """
     app = open_app()
     try:
-        report = publish_service(app).publish(configured_target(app))
+        report = app.publish_results()
     finally:
         app.close()
 
@@ -64,7 +53,7 @@ def download(fmt: str, out: Path | None) -> None:
     """Download the leaderboard table from LEADERBOARD_RESULTS (a folder or a Hub dataset)."""
     app = open_app()
     try:
-        data = publish_service(app).download(configured_target(app), fmt)
+        data = app.publishing.download(app.results_target(), fmt)
     finally:
         app.close()
     path = out or Path(f"leaderboard.{fmt}")

@@ -127,11 +127,24 @@ class Rescorer:
 
     def rescore(self, results: Mapping[str, Any], samples_files: Sequence[Path | str]) -> dict[str, Any]:
         """A copy of ``results`` whose benchmark entries (subtasks and group) are scored anew."""
+        return self._score(results, samples_files)[0]
+
+    def rescore_with_samples(
+        self, results: Mapping[str, Any], samples_files: Sequence[Path | str]
+    ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+        """``rescore``, and every re-scored task's sample records with their metric values scored anew
+        (for ``write_samples``)."""
+        return self._score(results, samples_files)
+
+    def _score(
+        self, results: Mapping[str, Any], samples_files: Sequence[Path | str]
+    ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
         from lm_eval.evaluator_utils import _process_results
 
         loaded = self._tasks()
         files = samples_by_task(samples_files)
         accumulators: dict[str, Any] = {}
+        samples: dict[str, list[dict[str, Any]]] = {}
         for name, task in loaded["tasks"].items():
             if name not in files:
                 raise RescoreError(
@@ -139,6 +152,7 @@ class Rescorer:
                     "evaluation to re-score it"
                 )
             raw: defaultdict[tuple[str, str], list[Any]] = defaultdict(list)
+            records = samples[name] = []
             for sample in read_samples(files[name]):
                 try:
                     metrics = task.process_results(
@@ -151,6 +165,10 @@ class Rescorer:
                     ) from exc
                 for metric, value in metrics.items():
                     raw[(metric, filter_key)].append(value)
+                # lm-eval's sample record: the metric names under "metrics", each value at the top level.
+                old_metrics = set(sample.get("metrics") or ())
+                kept = {k: v for k, v in sample.items() if k not in old_metrics}
+                records.append({**kept, "metrics": list(metrics), **metrics})
             accumulators[name] = {"task": task, "raw_metrics": raw, "logged_samples": []}
 
         run_config = results.get("config") or {}
@@ -174,7 +192,7 @@ class Rescorer:
             "tasks": sorted(scored),
             "scorers": self.scorers,
         }
-        return rescored
+        return rescored, samples
 
 
 def rescore_results(
@@ -191,3 +209,20 @@ def rescore_results(
     Every other benchmark's entries are left as they are. Many evaluations: build one ``Rescorer``.
     """
     return Rescorer(benchmark_key, config, task_set, data_mirror, work_dir).rescore(results, samples_files)
+
+
+def write_samples(
+    samples: Mapping[str, Sequence[Mapping[str, Any]]], out_dir: Path, label: str
+) -> list[Path]:
+    """Sample records written as lm-eval writes them: ``out_dir/samples_<task>_<label>.jsonl`` (label: an ISO
+    time with '-' for ':'), one JSON object per line; the files written."""
+    from lm_eval.utils import handle_non_serializable
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, records in sorted(samples.items()):
+        path = out_dir / f"samples_{name}_{label}.jsonl"
+        lines = (json.dumps(r, default=handle_non_serializable, ensure_ascii=False) for r in records)
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        written.append(path)
+    return written

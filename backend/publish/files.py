@@ -7,7 +7,8 @@ import io
 import json
 import os
 import tempfile
-from pathlib import Path
+from datetime import datetime
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pyarrow as pa
@@ -42,9 +43,14 @@ _DETAILS_SCHEMA = pa.schema(
 )
 
 
+def file_time(when: datetime) -> str:
+    """The reference's (and lm-eval's) file-name time: ISO 8601 with ':' replaced by '-'."""
+    return when.strftime("%Y-%m-%dT%H-%M-%S.%f")
+
+
 def time_label(evaluation: Evaluation) -> str:
-    """The reference's file-name time: ISO 8601 with ':' replaced by '-'."""
-    return evaluation.finished_at.strftime("%Y-%m-%dT%H-%M-%S.%f")
+    """A result version's file-name time: when it was stored (version 1: when its run finished)."""
+    return file_time(evaluation.recorded)
 
 
 def results_path(request: EvalRequest, evaluation: Evaluation) -> str:
@@ -80,9 +86,21 @@ def results_file(request: EvalRequest, evaluation: Evaluation) -> bytes:
         "command": provenance.get("command"),
         "request_id": request.id,
         "evaluated_at": evaluation.finished_at.isoformat(),
+        "version": evaluation.version,
+        "recorded_at": evaluation.recorded.isoformat(),
+        "rescores": provenance.get("rescores", []),
     }
     data = {**evaluation.results, "leaderboard": block}
     return (json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True, default=str) + "\n").encode()
+
+
+def new_samples_files(evaluation: Evaluation) -> list[str]:
+    """The samples files first published with this version: all of a run's; a re-score's own (the tasks it
+    re-scored), since the other tasks' samples are those of the version before."""
+    rescores = evaluation.provenance.get("rescores") or []
+    if evaluation.version > 1 and rescores:
+        return list(rescores[-1].get("samples_files") or [])
+    return list(evaluation.provenance.get("samples_files") or [])
 
 
 def task_of(samples_file: str) -> str:
@@ -139,17 +157,27 @@ def details_file(samples_file: Path) -> bytes:
     return buffer.getvalue()
 
 
-def card(title: str, leaderboard: str, details: list[tuple[str, str]]) -> bytes:
+def card(title: str, leaderboard: str, details: list[tuple[str, str, str]]) -> bytes:
     """The dataset card: `configs:` makes load_dataset(folder) return the table, and each (model, task)'s
-    details loadable by name (details_<org>__<model>__<task>)."""
+    details loadable by name (details_<org>__<model>__<task>).
+
+    ``details`` lists (model, task, path) oldest first: each published file is a split named by its time
+    (as the reference's details datasets), and split "latest" is the last one.
+    """
     configs: list[dict[str, Any]] = [
         {"config_name": "default", "data_files": [{"split": "train", "path": TABLE_PARQUET}], "default": True}
     ]
-    for model, task in sorted(set(details)):
+    by_config: dict[tuple[str, str], dict[str, list[str]]] = {}
+    for model, task, path in details:
+        splits = by_config.setdefault((model, task), {})
+        splits.setdefault(_split_name(path), []).append(path)
+    for (model, task), splits in sorted(by_config.items()):
+        latest = list(splits.values())[-1]
+        data_files = [{"split": name, "path": paths} for name, paths in splits.items()]
         configs.append(
             {
                 "config_name": details_config(model, task),
-                "data_files": [{"split": "latest", "path": f"{details_dir(model)}/{task}/*.parquet"}],
+                "data_files": [*data_files, {"split": "latest", "path": latest}],
             }
         )
     header = yaml.safe_dump({"configs": configs}, sort_keys=False, allow_unicode=True)
@@ -168,6 +196,12 @@ def card(title: str, leaderboard: str, details: list[tuple[str, str]]) -> bytes:
         "base model, 1 with one.\n"
     )
     return f"---\n{header}---\n\n{body}".encode()
+
+
+def _split_name(details_file: str) -> str:
+    """<precision>_<time>.parquet -> the time with '-' as '_' (a split name is letters, digits, '_', '.')."""
+    time = PurePosixPath(details_file).stem.rsplit("_", 1)[-1]
+    return time.replace("-", "_")
 
 
 def write_atomic(path: Path, data: bytes) -> bool:

@@ -91,13 +91,12 @@ class PublishService:
     ) -> tuple[dict[str, bytes], dict[int, list[str]]]:
         payload: dict[str, bytes] = {}
         per_publication: dict[int, list[str]] = {}
-        details: list[tuple[str, str]] = []
         for publication in pending:
             evaluation = publication.evaluation
             request = by_id[evaluation.request_id]
             paths = [layout.results_path(request, evaluation)]
             payload[paths[0]] = layout.results_file(request, evaluation)
-            for samples in evaluation.provenance.get("samples_files") or []:
+            for samples in layout.new_samples_files(evaluation):
                 if not Path(samples).is_file():
                     log.warning("samples file missing", extra={"path": samples, "request_id": request.id})
                     continue
@@ -105,10 +104,13 @@ class PublishService:
                 payload[path] = layout.details_file(Path(samples))
                 paths.append(path)
             per_publication[publication.id] = paths
+        details: list[tuple[str, str, str]] = []  # (model, task, path), oldest version first
         for publication in rows:
             request = by_id[publication.evaluation.request_id]
             paths = per_publication.get(publication.id, list(publication.files))
-            details += [(request.model, PurePosixPath(p).parts[2]) for p in paths if p.startswith("details/")]
+            details += [
+                (request.model, PurePosixPath(p).parts[2], p) for p in paths if p.startswith("details/")
+            ]
         table = to_arrow(self._table_rows(rows, by_id), self.config)
         payload[layout.TABLE_PARQUET] = parquet_bytes(table)
         payload[layout.TABLE_CSV] = csv_bytes(table)

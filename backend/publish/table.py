@@ -34,7 +34,8 @@ REFERENCE_COLUMNS: tuple[str, ...] = (
     "Upload To Hub Date", "Submission Date", "Generation", "Base Model",
 )  # fmt: skip
 OUR_COLUMNS: tuple[str, ...] = (
-    "Leaderboard", "Config hash", "Harness version", "Request id", "Limit", "Evaluated at",
+    "Leaderboard", "Config hash", "Harness version", "Request id", "Limit", "Evaluated at", "Result version",
+    "Rescored",
 )  # fmt: skip
 
 # The reference's model type labels and their emoji.
@@ -47,9 +48,9 @@ TYPE_LABELS: dict[ModelType, tuple[str, str]] = {
 }
 _STRINGS = {"eval_name", "Precision", "Type", "T", "Weight type", "Architecture", "Model", "fullname",
             "Model sha", "Hub License", "Upload To Hub Date", "Submission Date", "Base Model", "Leaderboard",
-            "Config hash", "Harness version", "Evaluated at"}  # fmt: skip
+            "Config hash", "Harness version", "Evaluated at", "Rescored"}  # fmt: skip
 _BOOLS = {"Available on the hub", "MoE", "Flagged", "Chat Template", "Merged", "Official Providers"}
-_INTS = {"Hub ❤️", "Generation", "Request id", "Limit"}
+_INTS = {"Hub ❤️", "Generation", "Request id", "Limit", "Result version"}
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ def build_row(
         "Request id": request.id,
         "Limit": provenance.get("limit"),
         "Evaluated at": evaluation.finished_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "Result version": evaluation.version,
+        "Rescored": ",".join(dict.fromkeys(r["benchmark"] for r in provenance.get("rescores", []))) or None,
     }
     for name in columns(config):
         row[name] = _float(evaluation.scores.get(name))

@@ -51,6 +51,11 @@ class Lease(threading.Thread):
         self.join()
 
 
+def request_dir(work_dir: Path, request_id: int) -> Path:
+    """Where everything of one request's runs (attempts, request cache, re-scored samples) is kept."""
+    return work_dir / "runs" / f"request-{request_id}"
+
+
 class EvaluationService:
     def __init__(
         self,
@@ -59,8 +64,12 @@ class EvaluationService:
         evaluations: EvaluationRepository,
         clock: Callable[[], datetime],
         runner: Runner | None = None,
+        publish: Callable[[], object] | None = None,
     ) -> None:
+        """``publish``, when given, is called after each evaluation stored (LEADERBOARD_PUBLISH_AFTER_EVALUATION);
+        its failures are logged, never fatal: what it could not deliver waits in the outbox."""
         self.settings = settings
+        self.publish = publish
         self.queue = queue
         self.evaluations = evaluations
         self.clock = clock
@@ -74,7 +83,7 @@ class EvaluationService:
         config = load_config(leaderboard)
         average = columns(config)[-1]
         rows: list[dict[str, Any]] = []
-        for evaluation in self.evaluations.all(config.name):
+        for evaluation in self.evaluations.latest(config.name):
             request = self.queue.requests.get(evaluation.request_id)
             rows.append(
                 {
@@ -111,7 +120,7 @@ class EvaluationService:
         )
 
     def request_dir(self, request_id: int) -> Path:
-        return self.work_dir / "runs" / f"request-{request_id}"
+        return request_dir(self.work_dir, request_id)
 
     def work_once(self, worker_id: str) -> EvalRequest | None:
         """Recover stalled runs, then claim and evaluate one request; None when the queue is empty."""
@@ -166,9 +175,23 @@ class EvaluationService:
                 log.warning("result discarded", extra={"request_id": request.id, "reason": exc.message})
                 return self.queue.requests.get(request.id)
             log.info("request finished", extra={"request_id": request.id, "model": request.model})
+            self._publish(request)
             return self.queue.requests.get(request.id)
         assert result.failure is not None
         return self._fail(request, worker_id, result.failure.reason, result.failure.transient, result)
+
+    def _publish(self, request: EvalRequest) -> None:
+        if self.publish is None:
+            return
+        try:
+            report = self.publish()
+        except LeaderboardError as exc:
+            log.warning(
+                "publish failed; the result waits in the outbox",
+                extra={"request_id": request.id, "error": exc.message},
+            )
+            return
+        log.info("published", extra={"request_id": request.id, "report": str(report)})
 
     def _fail(
         self, request: EvalRequest, worker_id: str, reason: str, transient: bool, result: RunResult

@@ -74,19 +74,48 @@ class Database:
         except OperationalError as exc:
             raise DatabaseUnavailable(f"database error: {exc.orig}") from exc
 
-    def upgrade(self) -> None:
-        """Bring the schema to the newest migration (safe to call from several processes at once)."""
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring the schema to the newest migration, or to ``revision`` (safe to call from several
+        processes at once)."""
         from alembic import command
         from alembic.config import Config
 
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        with self.transaction() as conn:
-            if self.is_postgres:
-                # Serialise concurrent upgrades; SQLite's BEGIN IMMEDIATE already does.
-                conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+        with self._migration() as conn:
             config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+            command.upgrade(config, revision)
+
+    @contextmanager
+    def _migration(self) -> Iterator[Connection]:
+        """The transaction migrations run in, one process at a time.
+
+        PostgreSQL: an advisory lock serialises concurrent upgrades. SQLite: BEGIN IMMEDIATE does, and
+        foreign keys are off meanwhile, because a batch migration rebuilds a table and the rebuild's DROP
+        TABLE would otherwise cascade to the rows referencing it; they are checked before the commit.
+        """
+        if self.is_postgres:
+            with self.transaction() as conn:
+                conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+                yield conn
+            return
+        try:
+            with self.engine.connect() as conn:
+                raw = conn.connection.driver_connection
+                assert raw is not None
+                raw.execute("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction: set before BEGIN
+                try:
+                    with conn.begin():
+                        yield conn
+                        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                        if broken:
+                            raise ConfigurationError(
+                                f"the migration left rows whose references are broken: {broken[:5]}"
+                            )
+                finally:
+                    raw.execute("PRAGMA foreign_keys=ON")
+        except OperationalError as exc:
+            raise DatabaseUnavailable(f"database error: {exc.orig}") from exc
 
     def is_current(self) -> bool:
         from alembic.runtime.migration import MigrationContext

@@ -1,4 +1,5 @@
-"""Evaluations of finished requests: stored together with the FINISHED transition, exactly once."""
+"""Evaluations of finished requests: version 1 stored together with the FINISHED transition, exactly once;
+later versions added by re-scoring, the earlier ones kept."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, insert, select
+from sqlalchemy import RowMapping, Select, and_, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from backend.domain import Status
@@ -21,6 +22,13 @@ class AlreadyEvaluated(LeaderboardError):
 
     http_status = 409
     code = "already_evaluated"
+
+
+class VersionConflict(LeaderboardError):
+    """Another re-score stored this version of the result first: run the re-score again."""
+
+    http_status = 409
+    code = "version_conflict"
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,27 @@ class Evaluation:
     started_at: datetime
     finished_at: datetime
     duration_seconds: float
+    version: int = 1  # 1: the run's own scores; N+1: version N re-scored from its stored samples
+    recorded_at: datetime | None = None  # when this version was stored (version 1: finished_at)
+    rescored_from: int | None = None  # the id of the version this one re-scored
+    id: int | None = None  # set once stored
+
+    @property
+    def recorded(self) -> datetime:
+        return self.recorded_at or self.finished_at
+
+
+def _values(evaluation: Evaluation) -> dict[str, Any]:
+    values = {name: getattr(evaluation, name) for name in Evaluation.__dataclass_fields__ if name != "id"}
+    values["recorded_at"] = evaluation.recorded
+    return values
+
+
+def _is_duplicate_version(exc: IntegrityError) -> bool:
+    """The unique (request, leaderboard, version) constraint refused the row (PostgreSQL names it; SQLite
+    names its columns)."""
+    message = str(exc.orig)
+    return "uq_evaluations_request_leaderboard_version" in message or "evaluations.version" in message
 
 
 def _row_to_evaluation(row: RowMapping) -> Evaluation:
@@ -55,7 +84,9 @@ class EvaluationRepository:
         Raises LeaseLost (and stores nothing) when the worker no longer holds the request, and
         AlreadyEvaluated when an evaluation is already stored: a result is never recorded twice.
         """
-        values = {name: getattr(evaluation, name) for name in Evaluation.__dataclass_fields__}
+        if evaluation.version != 1:
+            raise ValueError("store_and_finish stores a run's first version; re-scores use add_version")
+        values = _values(evaluation)
         try:
             with self.db.transaction() as conn:
                 self.requests.transition_in(
@@ -69,30 +100,84 @@ class EvaluationRepository:
                 )
                 conn.execute(insert(evaluations).values(values))
         except IntegrityError as exc:
-            if "uq_evaluations_request_leaderboard" in str(exc.orig) or "evaluations.request_id" in str(
-                exc.orig
-            ):
+            if _is_duplicate_version(exc):
                 raise AlreadyEvaluated(
                     f"request {evaluation.request_id} already has an evaluation on {evaluation.leaderboard}"
                 ) from exc
             raise
 
-    def get(self, request_id: int, leaderboard: str) -> Evaluation | None:
-        with self.db.transaction() as conn:
-            row = (
-                conn.execute(
-                    select(evaluations).where(
-                        evaluations.c.request_id == request_id, evaluations.c.leaderboard == leaderboard
-                    )
-                )
-                .mappings()
-                .first()
+    def add_version(self, evaluation: Evaluation) -> Evaluation:
+        """Store a new version of a stored result (``evaluation.version`` = the latest version + 1); the
+        earlier versions are kept. Raises VersionConflict when that version was stored meanwhile."""
+        try:
+            with self.db.transaction() as conn:
+                new_id = conn.execute(
+                    insert(evaluations).values(_values(evaluation)).returning(evaluations.c.id)
+                ).scalar_one()
+        except IntegrityError as exc:
+            if not _is_duplicate_version(exc):
+                raise
+            raise VersionConflict(
+                f"version {evaluation.version} of request {evaluation.request_id}'s result on "
+                f"{evaluation.leaderboard} was stored by another re-score meanwhile: run the re-score again"
+            ) from exc
+        stored = self._one(select(evaluations).where(evaluations.c.id == new_id))
+        assert stored is not None
+        return stored
+
+    def get(self, request_id: int, leaderboard: str, version: int | None = None) -> Evaluation | None:
+        """One version of a request's result (the latest when ``version`` is None)."""
+        query = select(evaluations).where(
+            evaluations.c.request_id == request_id, evaluations.c.leaderboard == leaderboard
+        )
+        if version is not None:
+            query = query.where(evaluations.c.version == version)
+        return self._one(query.order_by(evaluations.c.version.desc()).limit(1))
+
+    def versions(self, request_id: int, leaderboard: str) -> list[Evaluation]:
+        """Every version of a request's result, oldest first."""
+        return self._many(
+            select(evaluations)
+            .where(evaluations.c.request_id == request_id, evaluations.c.leaderboard == leaderboard)
+            .order_by(evaluations.c.version)
+        )
+
+    def latest(self, leaderboard: str | None = None) -> list[Evaluation]:
+        """The latest version of every stored result, by request (then leaderboard)."""
+        newest = select(
+            evaluations.c.request_id,
+            evaluations.c.leaderboard,
+            func.max(evaluations.c.version).label("version"),
+        ).group_by(evaluations.c.request_id, evaluations.c.leaderboard)
+        if leaderboard is not None:
+            newest = newest.where(evaluations.c.leaderboard == leaderboard)
+        top = newest.subquery()
+        query = (
+            select(evaluations)
+            .join(
+                top,
+                and_(
+                    evaluations.c.request_id == top.c.request_id,
+                    evaluations.c.leaderboard == top.c.leaderboard,
+                    evaluations.c.version == top.c.version,
+                ),
             )
-        return None if row is None else _row_to_evaluation(row)
+            .order_by(evaluations.c.request_id, evaluations.c.leaderboard)
+        )
+        return self._many(query)
 
     def all(self, leaderboard: str | None = None) -> list[Evaluation]:
+        """Every version of every stored result, in the order they were stored."""
         query = select(evaluations).order_by(evaluations.c.id)
         if leaderboard is not None:
             query = query.where(evaluations.c.leaderboard == leaderboard)
+        return self._many(query)
+
+    def _one(self, query: Select[Any]) -> Evaluation | None:
+        with self.db.transaction() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else _row_to_evaluation(row)
+
+    def _many(self, query: Select[Any]) -> list[Evaluation]:
         with self.db.transaction() as conn:
             return [_row_to_evaluation(r) for r in conn.execute(query).mappings()]

@@ -54,12 +54,13 @@ class PublicationRepository:
             return 0
 
     def for_target(self, target: str, leaderboard: str) -> list[Publication]:
-        """Every publication row of `target` for `leaderboard` (published and queued), oldest first."""
+        """Every publication row of `target` for `leaderboard` (published and queued), by request, then
+        result version."""
         query = (
             select(publications, evaluations)
             .join(evaluations, evaluations.c.id == publications.c.evaluation_id)
             .where(publications.c.target == target, evaluations.c.leaderboard == leaderboard)
-            .order_by(evaluations.c.id)
+            .order_by(evaluations.c.request_id, evaluations.c.version)
         )
         with self.db.transaction() as conn:
             rows = conn.execute(query).mappings().all()

@@ -163,8 +163,9 @@ flags = Table(
     Column("added_at", UTCDateTime, nullable=False),
 )
 
-# One evaluation per (request, leaderboard): the unique constraint is what makes a result recorded once,
-# whichever worker finishes the request.
+# One run per (request, leaderboard): version 1 is stored with the FINISHED transition, and the unique
+# constraint is what makes a result recorded once, whichever worker finishes the request. A re-score adds
+# version N+1 (same run, scores recomputed from its stored samples); earlier versions are kept.
 evaluations = Table(
     "evaluations",
     metadata,
@@ -182,7 +183,12 @@ evaluations = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=False),
     Column("duration_seconds", Float, nullable=False),
-    UniqueConstraint("request_id", "leaderboard", name="uq_evaluations_request_leaderboard"),
+    Column("version", Integer, nullable=False, server_default="1"),
+    Column("recorded_at", UTCDateTime, nullable=False),  # when this version was stored
+    Column("rescored_from", Integer, nullable=True),  # the id of the version this one re-scored
+    UniqueConstraint(
+        "request_id", "leaderboard", "version", name="uq_evaluations_request_leaderboard_version"
+    ),
 )
 
 # What was published where: one row per (evaluation, target). A row with published_at NULL is in the outbox:

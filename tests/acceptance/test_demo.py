@@ -24,6 +24,10 @@ def test_demo_runs_the_whole_loop(tmp_path):
     assert "carol has already voted" in out
     assert "request 2 (demo-org/tiny-base): FINISHED" in out
     assert "reproduce with: leaderboard run demo-org/tiny-base --revision" in out
+    # The worker published the result: the dataset loads with datasets.load_dataset.
+    assert (workdir / "results" / "leaderboard.parquet").is_file()
+    assert len(list((workdir / "results" / "results" / "demo-org" / "tiny-base").glob("results_*.json"))) == 1
+    assert "1 row(s) of" in out and "from 'eval_name'" in out
     # The state it leaves is a real database the CLI reads.
     env["LEADERBOARD_DATABASE_URL"] = f"sqlite:///{workdir / 'leaderboard.db'}"
 

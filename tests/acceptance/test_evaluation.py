@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from backend.app import App
@@ -72,11 +73,23 @@ def open_app(env: dict[str, str]) -> App:
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_submitted_model_is_evaluated_on_all_subtasks_and_its_scores_stored(assets, database_url, tmp_path):
     store, mirror = assets
-    env = environment(database_url, store, mirror, tmp_path / "work")
+    # The worker publishes after the evaluation, to a folder it cannot create yet (a file is in the way).
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    results = blocker / "results"
+    env = environment(
+        database_url,
+        store,
+        mirror,
+        tmp_path / "work",
+        LEADERBOARD_RESULTS=str(results),
+        LEADERBOARD_PUBLISH_AFTER_EVALUATION="true",
+    )
     request = submit(env, "acme/tiny-chat")
     worked = cli(env, "worker", "--once", "--worker-id", "w1")
     assert worked.returncode == 0, worked.stderr
     assert f"request {request['id']} (acme/tiny-chat): FINISHED" in worked.stdout
+    assert "publish failed; the result waits in the outbox" in worked.stderr
 
     app = open_app(env)
     config = load_config("open_llm_v2")
@@ -99,7 +112,19 @@ def test_submitted_model_is_evaluated_on_all_subtasks_and_its_scores_stored(asse
     assert len(samples) == SUBTASKS and all(p.is_file() and p.stat().st_size > 0 for p in samples)
     table = cli(env, "scores", "--json")
     assert json.loads(table.stdout)[0]["model"] == "acme/tiny-chat"
+
+    # Nothing was lost: the result waited in the outbox, and the next publish delivers it, once.
+    assert app.publications.outbox_count(str(results.resolve())) == 1
     app.close()
+    blocker.unlink()
+    published = cli(env, "publish", "--json")
+    assert published.returncode == 0, published.stderr
+    assert (json.loads(published.stdout)["published"], json.loads(published.stdout)["outbox"]) == (1, 0)
+    (row,) = pq.read_table(results / "leaderboard.parquet").to_pylist()
+    assert row["fullname"] == "acme/tiny-chat" and row["Model sha"] == request["sha"]
+    assert [row[c] for c in columns(config)] == [evaluation.scores[c] for c in columns(config)]
+    again = cli(env, "publish", "--json")
+    assert json.loads(again.stdout)["published"] == 0
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from backend.cli.publish import download, publish, publish_service
+from backend.cli.publish import download, publish
 from backend.domain import ModelType, Precision
 from backend.leaderboards.config import config_hash, load_config
 from backend.leaderboards.normalize import normalize, standard_errors
@@ -125,7 +125,7 @@ def test_publish_three_models_to_a_folder_loads_with_datasets(app, clock, tmp_pa
     app.admin.flag("org-b/beta", "admin", "contaminated")
     app.admin.add_official_provider("org-a", "admin")
     folder = tmp_path / "published"
-    report = publish_service(app).publish(LocalFolderTarget(folder))
+    report = app.publishing.publish(LocalFolderTarget(folder))
     assert report.published == 3
 
     table = datasets.load_dataset(str(folder), split="train")
@@ -179,7 +179,7 @@ def test_publishing_again_changes_nothing_and_a_new_evaluation_adds_one_row(app,
     for m in MODELS[:2]:
         evaluate(app, clock, tmp_path, *m)
     folder = tmp_path / "published"
-    service = publish_service(app)
+    service = app.publishing
     service.publish(LocalFolderTarget(folder))
     before, rows_before = _snapshot(folder), _publications(app)
 
@@ -319,7 +319,7 @@ def test_unreachable_hub_keeps_the_outbox_and_a_later_publish_delivers_it(app, c
     endpoint, commits = fake_hub
     for m in MODELS[:2]:
         evaluate(app, clock, tmp_path, *m)
-    service = publish_service(app)
+    service = app.publishing
     slept: list[float] = []
     retry = RetryPolicy(attempts=3, base_delay_s=0.5)
     down = HubDatasetTarget("org/results", endpoint="http://127.0.0.1:9", retry=retry, sleep=slept.append)

@@ -227,51 +227,115 @@ def _store(app: App, stored: Stored, model: str, sha: str) -> int:
     return request.id
 
 
+def _published(folder: Path) -> dict[str, dict[str, Any]]:
+    """The published table, by model."""
+    import pyarrow.parquet as pq
+
+    return {row["fullname"]: row for row in pq.read_table(folder / "leaderboard.parquet").to_pylist()}
+
+
 @pytest.mark.usefixtures("no_model")
-def test_the_service_and_cli_rescore_stored_evaluations(
-    stored: Stored, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_rescoring_stores_and_publishes_new_versions_and_keeps_the_old(
+    stored: Stored, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
 ) -> None:
     from click.testing import CliRunner
+    from datasets import load_dataset
 
     from backend.cli.rescore import rescore
 
-    url = f"sqlite:///{tmp_path / 'leaderboard.db'}"
-    settings = Settings(database_url=url, data_mirror=stored.mirror, work_dir=tmp_path / "work")
+    config = load_config()
+    original = normalize(stored.results, config, allow_missing=True)
+    results = tmp_path / "results"
+    settings = Settings(
+        database_url=database_url, data_mirror=stored.mirror, work_dir=tmp_path / "work", results=str(results)
+    )
     app = App.open(settings)
     try:
         first = _store(app, stored, "org/first", "a" * 40)
-        _store(app, stored, "org/second", "b" * 40)
+        second = _store(app, stored, "org/second", "b" * 40)
         changed = load_task_set(
             _task_set_with_scorer(tmp_path, "leaderboard_math_", f"{SCORERS}:math_all_correct")
         )
-        service = RescoreService(app.settings, app.evaluations, app.requests, task_set=changed)
+        service = RescoreService(app.settings, app.evaluations, app.requests, app.clock, task_set=changed)
+
+        # A dry run reports and stores nothing.
+        (dry,) = service.rescore("math_hard", ["org/first"], store=False)
+        assert (dry.from_version, dry.version, dry.new_scores["MATH Lvl 5"]) == (1, None, 100.0)
+        assert len(app.evaluations.versions(first, config.name)) == 1
+
         (only,) = service.rescore("math_hard", ["org/first"])
-        assert only.request_id == first and only.model == "org/first"
-        assert (
-            only.old_scores["MATH Lvl 5"]
-            == normalize(stored.results, load_config(), allow_missing=True)["MATH Lvl 5"]
-        )
+        assert only.request_id == first and (only.from_version, only.version) == (1, 2)
+        assert only.old_scores["MATH Lvl 5"] == original["MATH Lvl 5"]
         assert only.new_scores["MATH Lvl 5"] == 100.0
         assert only.changed == ["MATH Lvl 5 Raw", "MATH Lvl 5"]  # the average is None: a partial run
-        assert only.results["rescored"]["math_hard"]["scorers"]["leaderboard_math_algebra_hard"] is not None
+        v1, v2 = app.evaluations.versions(first, config.name)
+        assert v1.results == stored.results and v1.version == 1  # the old version is kept as it was
+        assert (v2.version, v2.rescored_from, v2.scores["MATH Lvl 5"]) == (2, v1.id, 100.0)
+        assert v2.stderrs["MATH Lvl 5 Raw stderr"] == 0.0  # every sample now scores 1
+        assert {k: v for k, v in v2.scores.items() if not k.startswith("MATH")} == {
+            k: v for k, v in v1.scores.items() if not k.startswith("MATH")
+        }
+        assert app.evaluations.get(first, config.name) == v2
+        (record,) = v2.provenance["rescores"]
+        assert record["benchmark"] == "math_hard" and record["from_version"] == 1
+        assert record["scorers"]["leaderboard_math_algebra_hard"] == f"{SCORERS}:math_all_correct"
+        # The re-scored samples replace MATH's; the other tasks keep the run's.
+        math_tasks = {s.task for s in config.benchmark("math_hard").subtasks}
+        new_files = samples_by_task(v2.provenance["samples_files"])
+        assert new_files.keys() == samples_by_task(stored.samples_files).keys()
+        for task, path in new_files.items():
+            assert (str(path) in record["samples_files"]) == (task in math_tasks), task
+            if task in math_tasks:
+                lines = path.read_text().splitlines()
+                assert lines and all(json.loads(line)["exact_match"] == 1 for line in lines)
+        assert app.evaluations.get(second, config.name).version == 1  # type: ignore[union-attr]
+
+        # Re-scoring with the same scorer again changes nothing, so stores nothing.
+        (again,) = service.rescore("math_hard", ["org/first"])
+        assert (again.from_version, again.version, again.changed) == (2, None, [])
         with pytest.raises(RescoreError, match="no stored evaluation on open_llm_v2 for org/nobody"):
             service.rescore("math_hard", ["org/nobody"])
-        kept = app.evaluations.get(first, "open_llm_v2")
-        assert kept is not None and kept.results == stored.results  # nothing is stored
+
+        report = app.publish_results()
+        assert report.published == 3  # v1 and v2 of org/first, v1 of org/second
     finally:
         app.close()
+    table = _published(results)
+    assert (table["org/first"]["Result version"], table["org/first"]["MATH Lvl 5"]) == (2, 100.0)
+    assert table["org/first"]["Rescored"] == "math_hard"
+    assert (table["org/second"]["Result version"], table["org/second"]["Rescored"]) == (1, None)
+    assert table["org/second"]["MATH Lvl 5"] == original["MATH Lvl 5"]
+    assert len(list((results / "results" / "org" / "first").glob("results_*.json"))) == 2
+    details = "details_org__first__leaderboard_math_algebra_hard"
+    latest = load_dataset(str(results), details, split="latest")
+    assert latest.num_rows == 2 and all(json.loads(s)["exact_match"] == 1 for s in latest["scores"])
+    assert len(load_dataset(str(results), details)) == 3  # two versions and "latest"
 
-    # The command, with the pinned task set's own scorers: nothing moves.
-    monkeypatch.setenv("LEADERBOARD_DATABASE_URL", url)
-    monkeypatch.setenv("LEADERBOARD_DATA_MIRROR", str(stored.mirror))
-    monkeypatch.setenv("LEADERBOARD_WORK_DIR", str(tmp_path / "work"))
-    result = CliRunner().invoke(rescore, ["--benchmark", "gpqa", "--json"], catch_exceptions=False)
+    # The command, with the pinned task set's own scorers: MATH goes back to the run's scores as
+    # version 3 and is published; org/second is unchanged.
+    for name, value in (
+        ("DATABASE_URL", database_url),
+        ("DATA_MIRROR", str(stored.mirror)),
+        ("WORK_DIR", str(tmp_path / "work")),
+        ("RESULTS", str(results)),
+    ):
+        monkeypatch.setenv(f"LEADERBOARD_{name}", value)
+    result = CliRunner().invoke(rescore, ["--benchmark", "math_hard", "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output)
-    assert [r["model"] for r in rows] == ["org/first", "org/second"]
-    assert all(r["changed"] == [] and r["old"] == r["new"] for r in rows)
+    report = json.loads(result.output)
+    assert [(r["model"], r["from_version"], r["version"]) for r in report["rescored"]] == [
+        ("org/first", 2, 3),
+        ("org/second", 1, None),
+    ]
+    assert (report["stored"], report["published"]) == (1, 1)
+    table = _published(results)
+    assert table["org/first"]["Result version"] == 3
+    assert table["org/first"]["MATH Lvl 5"] == original["MATH Lvl 5"]
+    assert len(list((results / "results" / "org" / "first").glob("results_*.json"))) == 3
+
     result = CliRunner().invoke(rescore, ["--benchmark", "gpqa", "-m", "org/second"], catch_exceptions=False)
-    assert result.exit_code == 0 and "org/second" in result.output and "org/first" not in result.output
+    assert result.exit_code == 0, result.output
+    assert "org/second" in result.output and "org/first" not in result.output and "stored 0" in result.output
     result = CliRunner().invoke(rescore, ["--benchmark", "nope"])
     assert result.exit_code == 1 and "rescore_failed" in result.output
 

@@ -45,10 +45,23 @@ def test_task_of_a_samples_file():
 
 
 def test_card_configs_name_the_table_and_each_details_config():
-    text = card("T", "open_llm_v2", [("org/m", "task_a"), ("org/m", "task_a")]).decode()
-    front = yaml.safe_load(text.split("---\n")[1])
-    assert [c["config_name"] for c in front["configs"]] == ["default", "details_org__m__task_a"]
-    assert front["configs"][0]["data_files"] == [{"split": "train", "path": "leaderboard.parquet"}]
+    v1 = "details/org__m/task_a/bfloat16_2026-01-01T12-00-00.000001.parquet"
+    v2 = "details/org__m/task_a/bfloat16_2026-02-03T04-05-06.000007.parquet"
+    other = "details/org__m/task_b/bfloat16_2026-01-01T12-00-00.000001.parquet"
+    text = card(
+        "T", "open_llm_v2", [("org/m", "task_a", v1), ("org/m", "task_b", other), ("org/m", "task_a", v2)]
+    )
+    front = yaml.safe_load(text.decode().split("---\n")[1])
+    configs = {c["config_name"]: c for c in front["configs"]}
+    assert list(configs) == ["default", "details_org__m__task_a", "details_org__m__task_b"]
+    assert configs["default"]["data_files"] == [{"split": "train", "path": "leaderboard.parquet"}]
+    # One split per published version, named by its time, and "latest": the newest version only.
+    assert configs["details_org__m__task_a"]["data_files"] == [
+        {"split": "2026_01_01T12_00_00.000001", "path": [v1]},
+        {"split": "2026_02_03T04_05_06.000007", "path": [v2]},
+        {"split": "latest", "path": [v2]},
+    ]
+    assert configs["details_org__m__task_b"]["data_files"][-1] == {"split": "latest", "path": [other]}
 
 
 def test_atomic_write_skips_identical_content_and_leaves_no_temp_files(tmp_path: Path):

@@ -1,0 +1,67 @@
+"""Migrations on a database holding data: every row survives, and the result matches the declared schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import insert, select
+
+from backend.storage.database import Database
+from backend.storage.requests import RequestRepository
+from backend.storage.schema import evaluations, metadata, publications
+
+from .conftest import new_request
+
+
+def test_result_versions_migration_keeps_evaluations_and_their_publications(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        db.upgrade("0003")
+        finished = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        request = RequestRepository(db).create(new_request(), finished, None)
+        with db.transaction() as conn:
+            evaluation_id = conn.execute(
+                insert(evaluations)
+                .values(
+                    request_id=request.id,
+                    leaderboard="open_llm_v2",
+                    config_hash="c" * 64,
+                    scores={"IFEval": 12.5},
+                    stderrs={},
+                    results={"results": {}},
+                    provenance={},
+                    artifacts="/runs/1",
+                    attempt=1,
+                    worker_id="w",
+                    started_at=finished,
+                    finished_at=finished,
+                    duration_seconds=3.0,
+                )
+                .returning(evaluations.c.id)
+            ).scalar_one()
+            conn.execute(
+                insert(publications).values(
+                    evaluation_id=evaluation_id, target="/results", queued_at=finished, files=["a.json"]
+                )
+            )
+
+        db.upgrade()
+
+        with db.transaction() as conn:
+            row = conn.execute(select(evaluations)).mappings().one()
+            published = conn.execute(select(publications)).mappings().all()
+            differences = compare_metadata(MigrationContext.configure(conn), metadata)
+        assert (row["id"], row["version"], row["recorded_at"], row["rescored_from"]) == (
+            evaluation_id,
+            1,
+            finished,
+            None,
+        )
+        assert row["scores"] == {"IFEval": 12.5}
+        assert [(p["evaluation_id"], p["files"]) for p in published] == [(evaluation_id, ["a.json"])]
+        # The queue index is on an expression (votes DESC), which autogenerate cannot compare.
+        assert [d for d in differences if getattr(d[1], "name", None) != "ix_requests_queue"] == []
+    finally:
+        db.dispose()
