@@ -94,3 +94,22 @@ def test_network_errors_are_transient_and_other_errors_are_not():
     assert is_transient(httpx2.ConnectError("refused"))
     assert is_transient(TimeoutError())
     assert not is_transient(ValueError("invalid README metadata"))
+
+
+def test_the_publish_retry_policy_comes_from_settings(tmp_path: Path):
+    from backend.app import App
+    from backend.settings import Settings
+    from backend.storage.database import Database
+
+    settings = Settings(
+        results="hf://datasets/org/results",
+        publish_retry_attempts=7,
+        publish_retry_base_seconds=0.5,
+        publish_retry_max_seconds=3.0,
+    )
+    app = App(settings=settings, db=Database(f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    target = app.results_target()
+    assert isinstance(target, HubDatasetTarget) and target.key == "hf://datasets/org/results"
+    assert target.retry == RetryPolicy(attempts=7, base_delay_s=0.5, max_delay_s=3.0)
+    assert [target.retry.delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 3.0]
+    app.close()
