@@ -206,3 +206,19 @@ publications = Table(
     UniqueConstraint("evaluation_id", "target", name="uq_publications_evaluation_target"),
     Index("ix_publications_target_published", "target", "published_at"),
 )
+
+# API tokens for air-gapped deployments and tests (Hugging Face tokens are verified with the Hub instead).
+# Only a SHA-256 of each token is kept; the token itself is shown once, when it is created.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user", String(100), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),  # the token's first characters, to tell tokens apart
+    Column("is_admin", Boolean, nullable=False),
+    Column("created_by", String(100), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Index("ix_api_tokens_user", "user"),
+)
