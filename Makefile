@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= .leaderboard/demo
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install test test-fast lint format demo clean
+.PHONY: install test test-fast lint format demo serve bench clean
 
 install: $(VENV)/.installed
 
@@ -17,23 +17,34 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# The whole suite: unit, integration (SQLite and PostgreSQL) and acceptance tests.
+# The whole suite: unit, integration (SQLite and PostgreSQL) and acceptance tests (with a real single-node Slurm).
 test: install
 	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-slurm.sh
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 lint: install
-	$(VENV)/bin/ruff check backend tests
-	$(VENV)/bin/ruff format --check backend tests
-	$(VENV)/bin/mypy backend
+	$(VENV)/bin/ruff check backend tests bench
+	$(VENV)/bin/ruff format --check backend tests bench
+	$(VENV)/bin/mypy backend bench
 
 format: install
-	$(VENV)/bin/ruff format backend tests
-	$(VENV)/bin/ruff check --fix backend tests
+	$(VENV)/bin/ruff format backend tests bench
+	$(VENV)/bin/ruff check --fix backend tests bench
 
 # The main job on the embedded default (SQLite, local model store): build a tiny model, submit, vote, queue.
 demo: install
 	$(VENV)/bin/leaderboard demo --workdir $(DEMO_DIR)
+
+# The HTTP API on the embedded default (http://127.0.0.1:8000/docs).
+serve: install
+	$(VENV)/bin/leaderboard serve
+
+# What the backend costs, measured (harness overhead, queue at scale, publishing, re-scoring, GPU when
+# present): writes bench/results/<date>-<host>.json and prints a markdown summary. Under 15 minutes on 2 CPUs.
+bench: install
+	bash scripts/ensure-postgres.sh
+	$(PY) -m bench.run
 
 clean:
 	rm -rf $(VENV) .leaderboard .pytest_cache

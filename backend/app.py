@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 
+from backend.domain import EvalRequest
 from backend.hub.factory import model_source_from_settings
 from backend.hub.interface import ModelSource
 from backend.leaderboards.config import load_config
@@ -24,6 +25,7 @@ from backend.services.votes import VoteService
 from backend.settings import Settings
 from backend.storage.database import Database
 from backend.storage.evaluations import EvaluationRepository
+from backend.storage.model_metadata import ModelMetadataRepository
 from backend.storage.moderation import ModerationRepository
 from backend.storage.publications import PublicationRepository
 from backend.storage.requests import RequestRepository
@@ -86,7 +88,7 @@ class App:
 
     @cached_property
     def admin(self) -> AdminService:
-        return AdminService(self.requests, self.moderation, self.clock)
+        return AdminService(self.requests, self.moderation, self.clock, cancel_job=self.cancel_job)
 
     @cached_property
     def evaluations(self) -> EvaluationRepository:
@@ -135,5 +137,22 @@ class App:
     def mirror(self) -> MirrorService:
         return MirrorService(self.requests, self.vote_repository, self.clock)
 
+    @cached_property
+    def model_metadata(self) -> ModelMetadataRepository:
+        """The Hub metadata (likes, availability, license) the scheduler refreshes."""
+        return ModelMetadataRepository(self.db)
+
+    def cancel_job(self, request: EvalRequest) -> None:
+        """Stop the executor job of a request that was running (scancel for a Slurm job)."""
+        from backend.executors.factory import cancel_job
+
+        cancel_job(self.settings, request)
+
     def close(self) -> None:
         self.db.dispose()
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

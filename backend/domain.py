@@ -74,6 +74,9 @@ def parse_choice(enum_type: type[enum.StrEnum], value: str, field_name: str) -> 
 # Hub repo ids: an optional namespace and a name, each 1-96 of [A-Za-z0-9._-], not starting or ending with
 # '-' or '.', no '--' or '..' (the rules huggingface_hub's validate_repo_id applies).
 _REPO_PART = r"(?!.*(?:--|\.\.))[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+# The same without the look-ahead, for the API's spec (JSON Schema validators often lack look-arounds): it
+# admits '--' and '..', which the services then refuse.
+REPO_PART_PLAIN = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 REPO_ID_RE = re.compile(rf"^{_REPO_PART}/{_REPO_PART}$")
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -122,7 +125,7 @@ class EvalRequest:
     worker_id: str | None = None
     heartbeat_at: datetime | None = None
     started_at: datetime | None = None
-    job_id: str | None = None
+    job_id: str | None = None  # the executor's id of the current (or last) run: a Slurm job id
     failure_reason: str | None = None
 
 

@@ -15,7 +15,7 @@ class LeaderboardError(Exception):
     code: str = "error"
 
     def __init__(self, message: str | None = None) -> None:
-        self.message = message or (self.__doc__ or self.__class__.__name__).strip()
+        self.message = message or " ".join((self.__doc__ or self.__class__.__name__).split())
         super().__init__(self.message)
 
 
@@ -140,3 +140,57 @@ class MirrorFormatError(LeaderboardError):
 
     http_status = 422
     code = "mirror_format"
+
+
+class Unauthorized(LeaderboardError):
+    """A valid bearer token is needed: send `Authorization: Bearer <token>` with a Hugging Face token or an
+    API token from `leaderboard admin token create USER`."""
+
+    http_status = 401
+    code = "unauthorized"
+
+
+class Forbidden(LeaderboardError):
+    """Your token is valid but does not allow this: admin endpoints need an admin token."""
+
+    http_status = 403
+    code = "forbidden"
+
+
+class TokenNotFound(LeaderboardError):
+    """No such API token: list tokens with `leaderboard admin token list`."""
+
+    http_status = 404
+    code = "token_not_found"
+
+
+class RateLimited(LeaderboardError):
+    """Too many requests of this kind from you: wait and try again (the Retry-After header says how long)."""
+
+    http_status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str | None = None, retry_after_s: float = 60.0) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
+class IdentityUnavailable(LeaderboardError):
+    """The Hub could not verify this Hugging Face token now: try again later, or use an API token."""
+
+    http_status = 503
+    code = "identity_unavailable"
+
+
+class AlreadyListed(LeaderboardError):
+    """This entry is already on the list: nothing to add (see `leaderboard admin list`)."""
+
+    http_status = 409
+    code = "already_listed"
+
+
+class NotListed(LeaderboardError):
+    """This entry is not on the list, so there is nothing to remove (see `leaderboard admin list`)."""
+
+    http_status = 404
+    code = "not_listed"

@@ -54,6 +54,29 @@ class Settings(BaseSettings):
         3, ge=1, description="Runs a request may start before a lost worker or transient error fails it."
     )
     max_page_size: int = Field(500, ge=1, description="Most rows one queue listing returns.")
+    api_hub_auth: bool = Field(
+        True,
+        description="The HTTP API accepts Hugging Face tokens, verified with the Hub's whoami (HF_ENDPOINT). "
+        "Off: API tokens only (air-gapped deployments).",
+    )
+    api_admins: str = Field(
+        "",
+        description="Hub user names (comma-separated) who are admins when they call with a Hugging Face token.",
+    )
+    api_token_cache_seconds: float = Field(
+        60.0, ge=0, description="How long a Hugging Face token's whoami answer is reused."
+    )
+    api_max_body_bytes: int = Field(
+        65536, ge=1024, description="Largest request body the HTTP API reads, in bytes; larger gets 413."
+    )
+    api_votes_per_minute: int = Field(
+        60, ge=1, description="Votes and vote withdrawals one user may make per minute through the API."
+    )
+    api_submissions_per_hour: int = Field(
+        20,
+        ge=1,
+        description="Submissions one user may make per hour through the API (on top of the per-namespace limit).",
+    )
     leaderboard: str = Field(
         "open_llm_v2",
         description="The leaderboard config the worker evaluates with: a name in leaderboard_configs/ or a path.",
@@ -108,6 +131,69 @@ class Settings(BaseSettings):
     )
     publish_retry_max_seconds: float = Field(
         60.0, ge=0, description="Longest wait between two attempts of a Hub commit."
+    )
+    executor: str = Field(
+        "local",
+        pattern="^(local|slurm)$",
+        description="Where the scheduler runs evaluations: local (child processes on this machine) or slurm "
+        "(one sbatch job per run).",
+    )
+    local_slots: int = Field(1, ge=1, description="Evaluations the local executor runs at once.")
+    local_gpus: str | None = Field(
+        None,
+        pattern=r"^\d+(,\d+)*$",
+        description="GPU ids for the local executor's slots, one per slot, comma-separated (slot i sees only "
+        "GPU i through CUDA_VISIBLE_DEVICES). Unset: runs see every GPU, or the CPU.",
+    )
+    slurm_partition: str | None = Field(None, description="Slurm partition of evaluation jobs (sbatch -p).")
+    slurm_account: str | None = Field(
+        None, description="Slurm account charged for evaluation jobs (sbatch -A)."
+    )
+    slurm_gpus: int = Field(1, ge=0, description="GPUs per evaluation job (sbatch --gres=gpu:N).")
+    slurm_cpus: int = Field(8, ge=1, description="CPUs per evaluation job (sbatch --cpus-per-task).")
+    slurm_mem_gb: int | None = Field(
+        None,
+        ge=1,
+        description="Memory per evaluation job, in GB (sbatch --mem). Unset: the partition's default.",
+    )
+    slurm_time_minutes: int | None = Field(
+        None,
+        ge=1,
+        description="Time limit of an evaluation job (sbatch --time). Unset: LEADERBOARD_EVAL_TIMEOUT_SECONDS.",
+    )
+    slurm_extra_options: str | None = Field(
+        None, description="More sbatch options, as on a command line (e.g. `--qos=high --constraint=a100`)."
+    )
+    slurm_size_classes: str | None = Field(
+        None,
+        description="Resources by model size, a JSON list of objects with min_params_b and any of gpus, cpus, "
+        "mem_gb, time_minutes, partition, extra_options: the largest class a model reaches overrides the "
+        'defaults above (e.g. `[{"min_params_b": 30, "gpus": 4, "mem_gb": 256}]`).',
+    )
+    slurm_max_jobs: int = Field(
+        8, ge=1, description="Evaluation jobs the schedulers keep in Slurm at once (queued or running)."
+    )
+    scheduler_poll_seconds: float = Field(
+        15.0, gt=0, description="How often the scheduler dispatches requests and collects finished runs."
+    )
+    scheduler_publish_seconds: float = Field(
+        300.0, gt=0, description="How often the scheduler publishes the outbox to LEADERBOARD_RESULTS."
+    )
+    scheduler_metadata_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="How often the scheduler refreshes the Hub metadata (likes, availability, license) of "
+        "queued and finished models.",
+    )
+    scheduler_mirror_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="How often the scheduler exports the requests and votes to LEADERBOARD_MIRROR_DIR.",
+    )
+    mirror_dir: Path | None = Field(
+        None,
+        description="A folder the scheduler keeps a requests and votes mirror in (`leaderboard requests "
+        "export` layout). Unset: no mirror job.",
     )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from backend import __version__, logs
+from backend.cli.api import serve, token
 from backend.cli.common import F, console, emit, enum_choice, handle_errors, open_app, settings_help
 from backend.cli.data import data
 from backend.cli.evaluation import run, scores, worker
@@ -18,6 +19,7 @@ from backend.cli.normalize import normalize
 from backend.cli.publish import publish, results
 from backend.cli.render import print_detail, queue_table
 from backend.cli.rescore import rescore
+from backend.cli.scheduler import scheduler
 from backend.domain import ModelType, Precision, Status, Submission, WeightType, parse_choice
 from backend.settings import get_settings, settings_table
 
@@ -345,8 +347,10 @@ def demo(workdir: Path) -> None:
 
 
 # Commands defined in their own modules.
-for command in (worker, run, scores, normalize, data, publish, results, rescore):
+for command in (worker, run, scores, normalize, data, publish, results, rescore, serve):
     cli.add_command(command)
+admin.add_command(token)
+cli.add_command(scheduler)
 
 
 def main() -> None:

@@ -123,6 +123,8 @@ class Rescorer:
             folder = materialize(self.task_set, self.work_dir / "tasks", self.data_mirror)
             manager = TaskManager(include_path=str(folder), include_defaults=False)
             self._loaded = dict(manager.load([self.benchmark.task]))
+            for task in self._loaded["tasks"].values():
+                _keep_docs(task)
         return self._loaded
 
     def rescore(self, results: Mapping[str, Any], samples_files: Sequence[Path | str]) -> dict[str, Any]:
@@ -193,6 +195,17 @@ class Rescorer:
             "scorers": self.scorers,
         }
         return rescored, samples
+
+
+def _keep_docs(task: Any) -> None:
+    """Process a task's documents once: lm-eval reads ``len(task.eval_docs)`` for every result it aggregates,
+    and each read runs the task's ``process_docs`` over its dataset again (about 40 ms for GPQA), once per
+    re-scored model otherwise."""
+    for split in ("test_docs", "validation_docs"):
+        has = getattr(task, f"has_{split}", None)
+        if has is not None and has():
+            docs = getattr(task, split)()
+            setattr(task, split, lambda docs=docs: docs)
 
 
 def rescore_results(

@@ -60,6 +60,7 @@ class RunSpec:
     batch_size: str | None = None  # None: the leaderboard config's policy
     max_batch_size: int | None = None
     backend: str = "hf"
+    gpus: int = 1  # GPUs the run was given: more than one shards the model (hf) or tensor-parallels (vllm)
 
     @classmethod
     def from_request(cls, request: EvalRequest, **run: Any) -> RunSpec:
@@ -123,6 +124,8 @@ def model_arguments(spec: RunSpec, max_length: int | None) -> dict[str, Any]:
         args["gptqmodel"] = True
     if max_length is not None:
         args["max_length"] = max_length
+    if spec.gpus > 1:
+        args["parallelize"] = True  # accelerate spreads the layers over every visible GPU
     if spec.device != "auto":
         args["device"] = spec.device
     return args
@@ -147,6 +150,8 @@ def _vllm_arguments(
         args["quantization"] = "gptq"
     if max_length is not None:
         args["max_model_len"] = max_length
+    if spec.gpus > 1:
+        args["tensor_parallel_size"] = spec.gpus
     return args
 
 
@@ -213,61 +218,87 @@ class Runner:
             env.update(HF_DATASETS_OFFLINE="1", NLTK_DATA=str(Path(spec.data_mirror) / "nltk_data"))
         return env
 
-    def run(
-        self, spec: RunSpec, attempt_dir: Path, keep_going: Callable[[], bool] = lambda: True
-    ) -> RunResult:
-        """Run one attempt to the end: success, failure, timeout, or ``keep_going()`` turning False."""
+    def launch(
+        self, spec: RunSpec, attempt_dir: Path, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start the child of one attempt (spec.json and run.log in ``attempt_dir``) and return at once.
+
+        The child leads its own process group and dies with this process."""
         attempt_dir.mkdir(parents=True, exist_ok=True)
         (attempt_dir / "spec.json").write_text(spec.to_json())
         log_path = attempt_dir / "run.log"
-        started = datetime.now(UTC)
-        deadline = time.monotonic() + self.timeout_seconds
-        timed_out = stopped = False
+        env = self.child_environment(spec, attempt_dir)
+        env.update(extra_env or {})
         with log_path.open("ab") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-m", "backend.evaluation.child", str(attempt_dir / "spec.json")],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=self.child_environment(spec, attempt_dir),
+                env=env,
                 cwd=attempt_dir,
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
-            log.info("run started", extra={"model": spec.model, "pid": process.pid, "log": str(log_path)})
-            try:
-                while True:
-                    try:
-                        returncode = process.wait(timeout=1.0)
-                        break
-                    except subprocess.TimeoutExpired:
-                        pass
-                    if time.monotonic() > deadline:
-                        timed_out = True
-                    elif not keep_going():
-                        stopped = True
-                    else:
-                        continue
-                    os.killpg(process.pid, signal.SIGKILL)
-                    returncode = process.wait()
+        log.info("run started", extra={"model": spec.model, "pid": process.pid, "log": str(log_path)})
+        return process
+
+    def run(
+        self, spec: RunSpec, attempt_dir: Path, keep_going: Callable[[], bool] = lambda: True
+    ) -> RunResult:
+        """Run one attempt to the end: success, failure, timeout, or ``keep_going()`` turning False."""
+        started = datetime.now(UTC)
+        deadline = time.monotonic() + self.timeout_seconds
+        timed_out = stopped = False
+        process = self.launch(spec, attempt_dir)
+        try:
+            while True:
+                try:
+                    returncode = process.wait(timeout=1.0)
                     break
-            finally:  # interrupted (Ctrl-C, SIGTERM): never leave the run behind
-                if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
-        finished = datetime.now(UTC)
+                except subprocess.TimeoutExpired:
+                    pass
+                if time.monotonic() > deadline:
+                    timed_out = True
+                elif not keep_going():
+                    stopped = True
+                else:
+                    continue
+                os.killpg(process.pid, signal.SIGKILL)
+                returncode = process.wait()
+                break
+        finally:  # interrupted (Ctrl-C, SIGTERM): never leave the run behind
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if stopped:
+            failure = Failure("the worker lost its lease on the request; the run was stopped", transient=True)
+            return self.result(attempt_dir, returncode, started, datetime.now(UTC), failure=failure)
+        return self.result(attempt_dir, returncode, started, datetime.now(UTC), timed_out=timed_out)
+
+    def result(
+        self,
+        attempt_dir: Path,
+        returncode: int | None,
+        started: datetime,
+        finished: datetime,
+        *,
+        timed_out: bool = False,
+        failure: Failure | None = None,
+    ) -> RunResult:
+        """What an ended attempt left in its folder (outcome.json or error.json, run.log), however it was
+        run: a local child, or a cluster job. ``failure``, when given, is why it ended (it was stopped)."""
+        log_path = attempt_dir / "run.log"
         outcome_path = attempt_dir / "outcome.json"
         log_tail = tail(log_path)
-        if returncode == 0 and outcome_path.is_file():
+        if failure is None and returncode == 0 and outcome_path.is_file():
             return RunResult(
                 True, attempt_dir, log_path, started, finished, json.loads(outcome_path.read_text())
             )
-        error: dict[str, Any] = {}
-        if (attempt_dir / "error.json").is_file():
-            error = json.loads((attempt_dir / "error.json").read_text())
-        if stopped:
-            failure = Failure("the worker lost its lease on the request; the run was stopped", transient=True)
-        else:
+        if failure is None:
+            error: dict[str, Any] = {}
+            if (attempt_dir / "error.json").is_file():
+                error = json.loads((attempt_dir / "error.json").read_text())
             failure = classify(
                 returncode=returncode,
                 timed_out=timed_out,

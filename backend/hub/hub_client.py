@@ -27,7 +27,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import SafetensorsFileMetadata
 
 from backend.errors import ModelAccessDenied, ModelNotFound, ModelSourceError, RevisionNotFound
-from backend.hub.interface import ModelRevision
+from backend.hub.interface import ModelRevision, ModelStatus, status_from_revision, unavailable
 from backend.hub.model_files import repo_relative_path, validate_safetensors_header
 
 T = TypeVar("T")
@@ -94,6 +94,15 @@ class HubModelSource:
             private=bool(info.private),
             likes=info.likes or 0,
         )
+
+    def model_status(self, repo_id: str) -> ModelStatus:
+        """Likes and access from model_info on the default branch, the license from its model card; a
+        repository that is gone, gated or disabled is unavailable (the Hub failing is an error)."""
+        try:
+            revision = self.resolve(repo_id, "main")
+        except (ModelNotFound, ModelAccessDenied, RevisionNotFound) as exc:
+            return unavailable(repo_id, exc.message)
+        return status_from_revision(self, revision)
 
     def read_text(self, repo_id: str, sha: str, filename: str) -> str | None:
         """Download one file into the cache and read it; None when the commit has no such file."""

@@ -25,6 +25,17 @@ class ModelRevision:
     likes: int = 0
 
 
+@dataclass(frozen=True)
+class ModelStatus:
+    """What the leaderboard shows about a model repository beyond its evaluation, refreshed over time."""
+
+    repo_id: str
+    available: bool  # the repository exists, is public and readable
+    likes: int
+    license: str | None  # declared by the model card of the default branch
+    reason: str | None = None  # why it is not available
+
+
 #: A parsed safetensors header: tensor name -> {"dtype": "F32", "shape": [..], "data_offsets": [a, b]},
 #: plus an optional "__metadata__" entry of strings.
 SafetensorsHeader = dict[str, Any]
@@ -54,3 +65,25 @@ class ModelSource(Protocol):
         """A local folder holding the files at a commit that match the glob ``patterns`` (and only those,
         for the Hub), so that transformers can load config and tokenizer from disk with no network."""
         ...
+
+    def model_status(self, repo_id: str) -> ModelStatus:
+        """Availability, likes and license of a repository now. A repository that is gone, gated or private
+        is reported unavailable; raises ModelSourceError only when the source could not answer."""
+        ...
+
+
+def status_from_revision(source: ModelSource, revision: ModelRevision) -> ModelStatus:
+    """The status of a repository from its resolved default branch: likes and access from the revision, the
+    license from its model card."""
+    from backend.hub.model_files import license_of, split_model_card
+
+    if revision.gated or revision.private:
+        why = "gated" if revision.gated else "private"
+        return ModelStatus(revision.repo_id, False, revision.likes, None, f"the repository is {why}")
+    card = source.read_text(revision.repo_id, revision.sha, "README.md")
+    license_id = license_of(split_model_card(card)[0]) if card else None
+    return ModelStatus(revision.repo_id, True, revision.likes, license_id)
+
+
+def unavailable(repo_id: str, reason: str) -> ModelStatus:
+    return ModelStatus(repo_id, False, 0, None, reason)

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from backend.errors import ModelNotFound, ModelSourceError, RevisionNotFound
-from backend.hub.interface import ModelRevision
+from backend.hub.interface import ModelRevision, ModelStatus, status_from_revision, unavailable
 from backend.hub.model_files import read_safetensors_header, repo_relative_path
 
 _SHA = re.compile(r"[0-9a-f]{40}")
@@ -188,6 +188,14 @@ class LocalModelStore:
             )
         files = tuple(_files_under(folder / "snapshots" / sha))
         return ModelRevision(repo_id=repo_id, sha=sha, files=files)
+
+    def model_status(self, repo_id: str) -> ModelStatus:
+        """Available while the repository's folder has a main branch; never any likes."""
+        try:
+            revision = self.resolve(repo_id, "main")
+        except (ModelNotFound, RevisionNotFound) as exc:
+            return unavailable(repo_id, exc.message)
+        return status_from_revision(self, revision)
 
     def _file(self, repo_id: str, sha: str, filename: str) -> Path | None:
         relative = repo_relative_path(filename)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,8 +22,9 @@ from backend.domain import EvalRequest
 from backend.errors import InvalidInput
 from backend.leaderboards.config import LeaderboardConfig
 from backend.publish import files as layout
-from backend.publish.table import Moderation, build_row, csv_bytes, parquet_bytes, to_arrow
+from backend.publish.table import csv_bytes, parquet_bytes, to_arrow
 from backend.publish.targets import PublishFailed, Target
+from backend.services.leaderboard import latest_rows, moderation_snapshot
 from backend.services.mirror import MirrorService
 from backend.storage.moderation import ModerationRepository
 from backend.storage.publications import Publication, PublicationRepository
@@ -104,41 +104,43 @@ class PublishService:
                 payload[path] = layout.details_file(Path(samples))
                 paths.append(path)
             per_publication[publication.id] = paths
+        table = self.table_files(rows, by_id, per_publication)
+        card = table.pop(layout.CARD)
+        payload.update(table)
+        payload.update(self._mirror_files())
+        payload[layout.CARD] = card
+        return payload, per_publication
+
+    def table_files(
+        self,
+        rows: list[Publication],
+        by_id: dict[int, EvalRequest],
+        new_files: dict[int, list[str]] | None = None,
+    ) -> dict[str, bytes]:
+        """The table (parquet and CSV) and the dataset card over every publication row of a target;
+        ``new_files`` holds the files of rows being published now (publication id -> paths)."""
+        new_files = new_files or {}
         details: list[tuple[str, str, str]] = []  # (model, task, path), oldest version first
         for publication in rows:
             request = by_id[publication.evaluation.request_id]
-            paths = per_publication.get(publication.id, list(publication.files))
+            paths = new_files.get(publication.id, list(publication.files))
             details += [
                 (request.model, PurePosixPath(p).parts[2], p) for p in paths if p.startswith("details/")
             ]
         table = to_arrow(self._table_rows(rows, by_id), self.config)
-        payload[layout.TABLE_PARQUET] = parquet_bytes(table)
-        payload[layout.TABLE_CSV] = csv_bytes(table)
-        payload.update(self._mirror_files())
-        payload[layout.CARD] = layout.card(self.config.title, self.config.name, details)
-        return payload, per_publication
+        return {
+            layout.TABLE_PARQUET: parquet_bytes(table),
+            layout.TABLE_CSV: csv_bytes(table),
+            layout.CARD: layout.card(self.config.title, self.config.name, details),
+        }
 
     def _table_rows(self, rows: list[Publication], by_id: dict[int, EvalRequest]) -> list[dict[str, Any]]:
-        moderation = Moderation(
-            flagged=frozenset(e.key for e in self.moderation.flags.entries()),
-            official_providers=frozenset(e.key for e in self.moderation.official_providers.entries()),
-        )
-        latest: dict[tuple[str, str, str], dict[str, Any]] = {}
-        for publication in rows:  # oldest first: a later evaluation of the same model replaces the row
-            request = by_id[publication.evaluation.request_id]
-            key = (request.model, request.sha, request.precision.value)
-            latest[key] = build_row(publication.evaluation, request, self.config, moderation)
-        return [latest[key] for key in sorted(latest)]
+        pairs = [(p.evaluation, by_id[p.evaluation.request_id]) for p in rows]  # by request, then version
+        return latest_rows(pairs, self.config, moderation_snapshot(self.moderation))
 
     def _mirror_files(self) -> dict[str, bytes]:
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            self.mirror.export(folder)
-            return {
-                f"{layout.REQUESTS_FOLDER}/{p.relative_to(folder).as_posix()}": p.read_bytes()
-                for p in sorted(folder.rglob("*"))
-                if p.is_file()
-            }
+        files, _ = self.mirror.files()
+        return {f"{layout.REQUESTS_FOLDER}/{path}": data for path, data in sorted(files.items())}
 
     def download(self, target: Target, fmt: str = "parquet") -> bytes:
         """The published table from `target`, as parquet, CSV or JSON (a list of rows)."""

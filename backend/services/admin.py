@@ -22,20 +22,31 @@ def _model_id(model: str, allow_namespace: bool = False) -> str:
 
 class AdminService:
     def __init__(
-        self, requests: RequestRepository, moderation: ModerationRepository, clock: Callable[[], datetime]
+        self,
+        requests: RequestRepository,
+        moderation: ModerationRepository,
+        clock: Callable[[], datetime],
+        cancel_job: Callable[[EvalRequest], None] | None = None,
     ) -> None:
+        """``cancel_job`` stops the job of a request that was running (scancel for a Slurm job); a local run
+        is stopped by its scheduler, which sees the lease gone."""
         self.requests = requests
         self.moderation = moderation
         self.clock = clock
+        self.cancel_job = cancel_job
 
     def cancel(self, request_id: int, actor: str, reason: str | None = None) -> EvalRequest:
-        return self.requests.transition(
+        before = self.requests.get(request_id)
+        cancelled = self.requests.transition(
             request_id,
             Status.CANCELLED,
             actor=actor,
             reason=reason or "cancelled by an admin",
             now=self.clock(),
         )
+        if self.cancel_job is not None and before.status is Status.RUNNING:
+            self.cancel_job(before)
+        return cancelled
 
     def requeue(self, request_id: int, actor: str, reason: str | None = None) -> EvalRequest:
         """Put a failed request back in the queue (its attempt count is kept)."""

@@ -162,6 +162,18 @@ class EvaluationService:
         if lease.lost.is_set():
             log.warning("run abandoned: lease lost", extra={"request_id": request.id, "worker": worker_id})
             return self.queue.requests.get(request.id)
+        return self.finish_run(request, spec, result, worker_id)
+
+    def attempt_dir(self, request: EvalRequest) -> Path:
+        """The folder of a claimed request's current attempt."""
+        return self.request_dir(request.id) / f"attempt-{request.attempts}"
+
+    def finish_run(
+        self, request: EvalRequest, spec: RunSpec, result: RunResult, worker_id: str
+    ) -> EvalRequest:
+        """Record an ended run, however it was executed (in this process, a scheduler's local child, a Slurm
+        job): its scores with the FINISHED transition, or its failure by the retry policy. Raises LeaseLost
+        when ``worker_id`` no longer holds the request and the run failed (nothing is recorded then)."""
         if result.ok:
             try:
                 evaluation = self.build_evaluation(request, spec, result, worker_id)

@@ -102,7 +102,18 @@ class MirrorService:
 
     def export(self, folder: Path) -> tuple[int, int]:
         """Write every request and vote; returns (requests, votes) written."""
+        files, counts = self.files()
+        for relative, data in files.items():
+            path = folder / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
         folder.mkdir(parents=True, exist_ok=True)
+        return counts
+
+    def files(self) -> tuple[dict[str, bytes], tuple[int, int]]:
+        """The mirror in memory: (relative path -> content, (requests, votes)); what `export` writes and
+        what a publish puts under requests/."""
+        files: dict[str, bytes] = {}
         by_id = {}
         for request in self.requests.all():
             by_id[request.id] = request
@@ -128,11 +139,10 @@ class MirrorService:
                 "attempts": request.attempts,
                 "failure_reason": request.failure_reason,
             }
-            path = folder / request_filename(
+            path = request_filename(
                 request.model, request.precision.value, request.weight_type.value, request.sha, request.id
             )
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            files[str(path)] = (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
         lines = []
         for vote in self.votes.all_votes():
             request = by_id[vote.request_id]
@@ -148,8 +158,8 @@ class MirrorService:
                     ensure_ascii=False,
                 )
             )
-        (folder / VOTES_FILE).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        return len(by_id), len(lines)
+        files[VOTES_FILE] = "".join(line + "\n" for line in lines).encode("utf-8")
+        return files, (len(by_id), len(lines))
 
     def import_(self, folder: Path, actor: str) -> ImportReport:
         """Read a mirror folder into the database; safe to run again on the same folder."""

@@ -53,11 +53,22 @@ class QueueService:
     def page(
         self, status: Status | None = Status.PENDING, limit: int = 100, offset: int = 0
     ) -> list[EvalRequest]:
+        self._check_page(limit, offset)
+        return self.requests.page(status, limit, offset)
+
+    def _check_page(self, limit: int, offset: int) -> None:
         if not 1 <= limit <= self.max_page_size:
             raise InvalidInput(f"limit must be between 1 and {self.max_page_size}")
         if offset < 0:
             raise InvalidInput("offset must be 0 or more")
-        return self.requests.page(status, limit, offset)
+
+    def page_and_more(
+        self, status: Status | None = Status.PENDING, limit: int = 100, offset: int = 0
+    ) -> tuple[list[EvalRequest], bool]:
+        """A page, and whether more rows follow it."""
+        self._check_page(limit, offset)
+        rows = self.requests.page(status, limit + 1, offset)
+        return rows[:limit], len(rows) > limit
 
     def detail(self, request_id: int) -> RequestDetail:
         request = self.requests.get(request_id)

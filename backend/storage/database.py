@@ -16,9 +16,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DataError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from backend.errors import ConfigurationError, LeaderboardError
+from backend.errors import ConfigurationError, InvalidInput, LeaderboardError
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,10 @@ class Database:
                 yield conn
         except OperationalError as exc:
             raise DatabaseUnavailable(f"database error: {exc.orig}") from exc
+        except PoolTimeout as exc:  # every connection busy for pool_timeout seconds: overloaded, try later
+            raise DatabaseUnavailable(f"no database connection free: {exc}") from exc
+        except DataError as exc:  # a value the database cannot hold (a NUL character, a number too large)
+            raise InvalidInput(f"a value cannot be stored: {str(exc.orig).splitlines()[0]}") from exc
 
     def upgrade(self, revision: str = "head") -> None:
         """Bring the schema to the newest migration, or to ``revision`` (safe to call from several
@@ -130,6 +135,11 @@ class Database:
     def ensure_schema(self) -> None:
         if not self.is_current():
             self.upgrade()
+
+    def ping(self) -> None:
+        """Raise DatabaseUnavailable unless the database answers a trivial query."""
+        with self.transaction() as conn:
+            conn.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from backend.errors import InvalidInput
+from backend.errors import AlreadyListed, NotListed
 from backend.storage.database import Database
 from backend.storage.schema import blocklist, flags, official_providers
 
@@ -38,13 +38,13 @@ class _KeyedList:
             with self.db.transaction() as conn:
                 conn.execute(insert(self.table).values(values))
         except IntegrityError as exc:
-            raise InvalidInput(f"{key} is already {self.what}") from exc
+            raise AlreadyListed(f"{key} is already {self.what}") from exc
 
     def remove(self, key: str) -> None:
         with self.db.transaction() as conn:
             deleted = conn.execute(delete(self.table).where(self.key == key)).rowcount
         if deleted != 1:
-            raise InvalidInput(f"{key} is not {self.what}")
+            raise NotListed(f"{key} is not {self.what}")
 
     def entries(self) -> list[ListEntry]:
         with self.db.transaction() as conn:

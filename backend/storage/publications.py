@@ -55,20 +55,37 @@ class PublicationRepository:
 
     def for_target(self, target: str, leaderboard: str) -> list[Publication]:
         """Every publication row of `target` for `leaderboard` (published and queued), by request, then
-        result version."""
+        result version.
+
+        The harness output (``evaluation.results``, ~100 kB a result) is read only for the rows in the outbox,
+        the ones whose results file is still to be written; published rows carry ``results={}``, so a
+        publish that adds one model to thousands does not parse them all again.
+        """
+        light = [c for c in evaluations.c if c.name != "results"]
+        joined = publications.join(evaluations, evaluations.c.id == publications.c.evaluation_id)
+        where = (publications.c.target == target, evaluations.c.leaderboard == leaderboard)
         query = (
-            select(publications, evaluations)
-            .join(evaluations, evaluations.c.id == publications.c.evaluation_id)
-            .where(publications.c.target == target, evaluations.c.leaderboard == leaderboard)
+            select(publications, *light)
+            .select_from(joined)
+            .where(*where)
             .order_by(evaluations.c.request_id, evaluations.c.version)
+        )
+        outbox = (
+            select(evaluations.c.id, evaluations.c.results)
+            .select_from(joined)
+            .where(*where, publications.c.published_at.is_(None))
         )
         with self.db.transaction() as conn:
             rows = conn.execute(query).mappings().all()
+            results = {row.id: row.results for row in conn.execute(outbox)}
         found = []
         for row in rows:
-            evaluation = Evaluation(
-                **{name: row[evaluations.c[name]] for name in Evaluation.__dataclass_fields__}
-            )
+            values = {
+                name: row[evaluations.c[name]]
+                for name in Evaluation.__dataclass_fields__
+                if name != "results"
+            }
+            evaluation = Evaluation(**values, results=results.get(values["id"], {}))
             found.append(
                 Publication(
                     id=row[publications.c.id],

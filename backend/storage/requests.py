@@ -347,6 +347,7 @@ class RequestRepository:
                         updated_at=now,
                         attempts=requests.c.attempts + 1,
                         failure_reason=None,
+                        job_id=None,
                     )
                     .returning(*requests.c)
                 )
@@ -392,6 +393,23 @@ class RequestRepository:
             )
         if result.rowcount != 1:
             raise LeaseLost(f"worker {worker_id} no longer holds request {request_id}")
+
+    def running(self, worker_prefix: str) -> list[EvalRequest]:
+        """RUNNING requests whose lease holder's id starts with ``worker_prefix`` (an executor's runs)."""
+        with self.db.transaction() as conn:
+            rows = (
+                conn.execute(
+                    select(requests)
+                    .where(
+                        requests.c.status == Status.RUNNING.value,
+                        requests.c.worker_id.startswith(worker_prefix, autoescape=True),
+                    )
+                    .order_by(requests.c.id)
+                )
+                .mappings()
+                .all()
+            )
+        return [row_to_request(r) for r in rows]
 
     def stalled(self, cutoff: datetime) -> Sequence[tuple[int, str | None, int, datetime | None]]:
         """Running requests whose last heartbeat is older than ``cutoff``: (id, worker, attempts, heartbeat)."""

@@ -222,3 +222,15 @@ api_tokens = Table(
     Column("revoked_at", UTCDateTime, nullable=True),
     Index("ix_api_tokens_user", "user"),
 )
+
+# The Hub metadata of submitted models, as the scheduler last refreshed it: one row per model repository
+# (requests keep the license their submission was validated with; this is the model's current one).
+model_metadata = Table(
+    "model_metadata",
+    metadata,
+    Column("model", String(200), primary_key=True),
+    Column("likes", Integer, nullable=False),
+    Column("available", Boolean, nullable=False),  # the repository exists and is readable
+    Column("license", String(200), nullable=True),
+    Column("refreshed_at", UTCDateTime, nullable=False),
+)

@@ -127,3 +127,35 @@ def test_offline_mode_is_a_source_error_not_a_missing_file(
 def test_file_names_that_leave_the_repository_are_refused_before_any_request() -> None:
     with pytest.raises(ModelSourceError, match="refused"):
         _source().read_text("org/m", SHA, "../../etc/passwd")
+
+
+class OpenRepoApi(FakeApi):
+    """A public, ungated repository whose model card declares a license."""
+
+    def __init__(self, card: Path) -> None:
+        super().__init__()
+        self.card = card
+
+    def model_info(self, repo_id: str, *, revision: str, timeout: float) -> ModelInfo:
+        return ModelInfo(id=repo_id, sha=SHA, siblings=[{"rfilename": "README.md"}], likes=12)
+
+    def hf_hub_download(self, repo_id: str, filename: str, **_: Any) -> str:
+        return str(self.card)
+
+
+def test_model_status_reports_likes_availability_and_the_card_license(tmp_path: Path) -> None:
+    card = tmp_path / "README.md"
+    card.write_text("---\nlicense: mit\n---\n# A model\n")
+    source = _source()
+    source._api = OpenRepoApi(card)  # type: ignore[assignment]
+    status = source.model_status("org/m")
+    assert (status.available, status.likes, status.license, status.reason) == (True, 12, "mit", None)
+
+
+def test_a_gated_or_missing_repository_is_unavailable_but_a_failing_hub_is_an_error() -> None:
+    gated = _source().model_status("org/m")
+    assert (gated.available, gated.likes, gated.reason) == (False, 7, "the repository is gated")
+    missing = _source(RepositoryNotFoundError("missing", response=_response(404))).model_status("org/m")
+    assert not missing.available and "no public model repository" in str(missing.reason)
+    with pytest.raises(ModelSourceError):
+        _source(HfHubHTTPError("503 Server Error", response=_response(503))).model_status("org/m")

@@ -331,4 +331,4 @@ def test_new_errors_say_what_to_do_and_have_unique_codes(cls):
         if isinstance(c, type) and issubclass(c, errors.LeaderboardError) and "code" in vars(c)
     }
     assert cls.code not in existing
-    assert cls().message == (cls.__doc__ or "").strip()
+    assert cls().message == " ".join((cls.__doc__ or "").split())

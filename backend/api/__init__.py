@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): the same services as the CLI, behind bearer-token authentication and limits."""

@@ -1,0 +1,91 @@
+"""The FastAPI application over one App (the composition root): routes, errors, limits, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+from fastapi import FastAPI
+
+from backend.api import errors, routes_admin, routes_public, routes_writes
+from backend.api.deps import Context
+from backend.api.limits import RateLimiter
+from backend.api.metrics import ApiMetrics
+from backend.api.middleware import AccessLog, BodyLimit
+from backend.app import App
+from backend.hub.identity import HubIdentity
+from backend.leaderboards.config import load_config
+from backend.services.auth import Authenticator
+from backend.services.leaderboard import LeaderboardService
+from backend.storage.stats import StatsRepository
+from backend.storage.tokens import TokenRepository
+
+DESCRIPTION = """Submit models, vote, follow the queue and read the results of the leaderboard.
+
+Writes need `Authorization: Bearer <token>`: a Hugging Face token (verified with the Hub) or an API token
+issued by `leaderboard admin token create USER [--admin]`. Every error has one shape:
+`{"error": {"code": ..., "message": ..., "status": ...}}`.
+"""
+
+
+def authenticator(app: App) -> Authenticator:
+    settings = app.settings
+    return Authenticator(
+        TokenRepository(app.db),
+        HubIdentity() if settings.api_hub_auth else None,
+        frozenset(name.strip() for name in settings.api_admins.split(",") if name.strip()),
+        settings.api_token_cache_seconds,
+        app.clock,
+    )
+
+
+class Background(Protocol):
+    """Something that runs beside the API in the same process (the scheduler)."""
+
+    def start(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+def create_api(app: App, background: Sequence[Background] = ()) -> FastAPI:
+    """The API over ``app``; ``background`` services start with the server and stop before it exits (the
+    server's lifespan: uvicorn re-raises SIGTERM once it has shut down, so later cleanup would not run)."""
+    settings = app.settings
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        started: list[Background] = []
+        try:
+            for service in background:
+                service.start()
+                started.append(service)
+            yield
+        finally:
+            for service in reversed(started):
+                await asyncio.to_thread(service.shutdown)
+
+    api = FastAPI(title="Leaderboard backend", version="1", description=DESCRIPTION, lifespan=lifespan)
+    auth = authenticator(app)
+    limiter = RateLimiter(
+        {
+            "vote": (settings.api_votes_per_minute, 60.0),
+            "submission": (settings.api_submissions_per_hour, 3600.0),
+        }
+    )
+    config = load_config(settings.leaderboard)
+    leaderboard = LeaderboardService(config, app.evaluations, app.requests, app.moderation)
+    api.state.context = Context(app=app, auth=auth, limiter=limiter, leaderboard=leaderboard)
+    metrics = ApiMetrics(StatsRepository(app.db))
+    api.state.registry = metrics.registry
+    api.state.error_counter = metrics.errors
+
+    errors.install(api)
+    api.include_router(routes_public.build(settings.max_page_size, leaderboard.columns))
+    api.include_router(routes_writes.build())
+    api.include_router(routes_admin.build())
+    # Outermost last: the access log sees the 413s of the body limit too.
+    api.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    api.add_middleware(AccessLog, requests_counter=metrics.requests, latency=metrics.latency)
+    return api

@@ -1,0 +1,154 @@
+"""Reads anyone may make: the queue, a request, the leaderboard, the published results, health, metrics."""
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+
+from backend.api.deps import OPTIONAL_AUTH, Ctx, MaybeUser
+from backend.api.responses import READ, errors
+from backend.api.schemas import (
+    Health,
+    HistoryOut,
+    LeaderboardPage,
+    QueuePage,
+    RequestDetailOut,
+    RequestOut,
+)
+from backend.domain import ModelType, Precision, Status
+from backend.services.leaderboard import Query as TableQuery
+from backend.storage.database import DatabaseUnavailable
+
+MAX_ID = 2**31 - 1
+RequestId = Annotated[int, Path(ge=1, le=MAX_ID, description="The request id.")]
+Offset = Annotated[int, Query(ge=0, le=10**9, description="Rows to skip.")]
+
+MEDIA_TYPES = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv", "json": "application/json"}
+
+
+def build(max_page_size: int, columns: list[str]) -> APIRouter:
+    """The routes, with the page-size limit and the table's columns (what `sort` accepts) in the spec."""
+    router = APIRouter()
+    Limit = Annotated[int, Query(ge=1, le=max_page_size, description="Rows per page.")]
+    Column = Literal[tuple(columns)]  # type: ignore[valid-type]
+
+    @router.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["service"])
+    def healthz(ctx: Ctx) -> Response | Health:
+        """Whether the API can reach its database."""
+        try:
+            ctx.app.db.ping()
+        except DatabaseUnavailable:
+            return JSONResponse(Health(status="unavailable", database="unreachable").model_dump(), 503)
+        return Health(status="ok", database="ok")
+
+    @router.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+        tags=["service"],
+    )
+    def metrics(request: Request) -> Response:
+        """Prometheus metrics: queue depth by status, running jobs, evaluation durations, API requests and
+        errors."""
+        return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @router.get("/api/queue", response_model=QueuePage, responses=READ, tags=["queue"])
+    def queue(ctx: Ctx, offset: Offset = 0, limit: Limit = 50, status: Status = Status.PENDING) -> QueuePage:
+        """Requests in one status: pending ones in queue order (votes, then submission time), others newest
+        first."""
+        items, more = ctx.app.queue.page_and_more(status, limit, offset)
+        return QueuePage(
+            status=status,
+            offset=offset,
+            limit=limit,
+            items=[RequestOut.of(r) for r in items],
+            next_offset=offset + limit if more else None,
+        )
+
+    @router.get(
+        "/api/requests/{request_id}",
+        response_model=RequestDetailOut,
+        responses={**READ, **errors(401, 404)},
+        openapi_extra=OPTIONAL_AUTH,
+        tags=["queue"],
+    )
+    def request_detail(request_id: RequestId, ctx: Ctx, caller: MaybeUser) -> RequestDetailOut:
+        """A request's status, history and voters. A failed request's reason is shown to everyone; the end of
+        its log only to its submitter and admins."""
+        detail = ctx.app.queue.detail(request_id)
+        reason, log_tail = _split_failure(detail.request.failure_reason)
+        if caller is None or not (caller.is_admin or caller.user == detail.request.sender):
+            log_tail = None
+        return RequestDetailOut(
+            request=RequestOut.of(detail.request),
+            history=[HistoryOut.of(h) for h in detail.history],
+            voters=list(detail.voters),
+            failure_reason=reason,
+            log_tail=log_tail,
+        )
+
+    @router.get("/api/leaderboard", response_model=LeaderboardPage, responses=READ, tags=["results"])
+    def leaderboard(
+        ctx: Ctx,
+        offset: Offset = 0,
+        limit: Limit = 50,
+        sort: Annotated[Column, Query(description="A column of the table.")] = columns[9],  # type: ignore[valid-type]
+        order: Literal["desc", "asc"] = "desc",
+        model_type: Annotated[ModelType | None, Query(alias="type")] = None,
+        precision: Precision | None = None,
+        min_params: Annotated[
+            float | None, Query(ge=0, le=1e6, description="Billions of parameters.")
+        ] = None,
+        max_params: Annotated[
+            float | None, Query(ge=0, le=1e6, description="Billions of parameters.")
+        ] = None,
+        search: Annotated[str | None, Query(max_length=200, description="Part of the model id.")] = None,
+    ) -> LeaderboardPage:
+        """The leaderboard: one row per (model, sha, precision) with its latest scores, in the published
+        table's columns; sorted, filtered by type, precision and size, searched by model id."""
+        query = TableQuery(sort, order == "desc", model_type, precision, min_params, max_params, search)
+        total, rows = ctx.leaderboard.query(query, limit, offset)
+        return LeaderboardPage(
+            leaderboard=ctx.leaderboard.config.name,
+            columns=ctx.leaderboard.columns,
+            total=total,
+            offset=offset,
+            limit=limit,
+            rows=rows,
+        )
+
+    @router.get(
+        "/api/results",
+        response_class=Response,
+        responses={
+            200: {
+                "content": {
+                    "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                    "text/csv": {"schema": {"type": "string"}},
+                    "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+                },
+                "description": "The published leaderboard table.",
+            },
+            **READ,
+            **errors(404),
+        },
+        tags=["results"],
+    )
+    def results(
+        ctx: Ctx, fmt: Annotated[Literal["parquet", "csv", "json"], Query(alias="format")] = "json"
+    ) -> Response:
+        """The published leaderboard table (from LEADERBOARD_RESULTS) as JSON, CSV or parquet."""
+        data = ctx.app.publishing.download(ctx.app.results_target(), fmt)
+        return Response(data, media_type=MEDIA_TYPES[fmt])
+
+    return router
+
+
+def _split_failure(failure: str | None) -> tuple[str | None, str | None]:
+    """A stored failure is "<reason>\\n\\nlog: <path>\\n--- last lines of the log ---\\n<tail>"."""
+    if not failure:
+        return None, None
+    reason, _, log = failure.partition("\n\nlog: ")
+    return reason, (f"log: {log}" if log else None)

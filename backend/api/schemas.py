@@ -1,0 +1,185 @@
+"""What the API reads and writes: pydantic models, which are also its OpenAPI spec."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+from backend.domain import (
+    REPO_PART_PLAIN,
+    EvalRequest,
+    HistoryEntry,
+    ModelType,
+    Precision,
+    Status,
+    WeightType,
+)
+
+# The domain's repo-id rules, less its ban on '--' and '..' (no look-arounds in the spec's regex dialect).
+MODEL_ID = rf"^{REPO_PART_PLAIN}/{REPO_PART_PLAIN}$"
+MODEL_OR_NAMESPACE = rf"^{REPO_PART_PLAIN}/({REPO_PART_PLAIN}|\*)$"
+NAMESPACE = rf"^{REPO_PART_PLAIN}$"
+TEXT = r"^[^\x00]*$"  # free text: anything but NUL, which databases cannot store
+
+
+class Strict(BaseModel):
+    """Request bodies: unknown fields are refused (booleans are StrictBool: 0 is not false)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Machine-readable error code, e.g. submission_rejected, unauthorized.")
+    message: str = Field(description="What went wrong and what to do about it.")
+    status: int
+    rule: str | None = Field(None, description="The submission rule that failed (submission_rejected).")
+    fix: str | None = Field(None, description="How to fix the submission (submission_rejected).")
+    fields: list[dict[str, Any]] | None = Field(None, description="Invalid fields (invalid_input).")
+
+
+class ErrorBody(BaseModel):
+    """The one shape of every error the API returns."""
+
+    error: ErrorDetail
+
+
+class SubmissionIn(Strict):
+    model: str = Field(pattern=MODEL_ID, description="The Hub model id, ORG/NAME.")
+    revision: str = Field("main", min_length=1, max_length=200, pattern=r"^[^\s\x00]+$")
+    precision: Precision = Precision.BFLOAT16
+    weight_type: WeightType = WeightType.ORIGINAL
+    model_type: ModelType
+    base_model: str | None = Field(None, pattern=MODEL_ID, description="For Adapter and Delta weights.")
+    use_chat_template: StrictBool | None = Field(
+        None, description="Default: on for chat models, off otherwise."
+    )
+
+
+class RequestOut(BaseModel):
+    id: int
+    model: str
+    revision: str
+    sha: str
+    precision: Precision
+    weight_type: WeightType
+    model_type: ModelType
+    base_model: str | None
+    use_chat_template: bool
+    params_b: float | None
+    architectures: list[str]
+    license: str | None
+    sender: str
+    status: Status
+    votes: int
+    attempts: int
+    submitted_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+
+    @classmethod
+    def of(cls, request: EvalRequest) -> RequestOut:
+        fields = {name: getattr(request, name) for name in cls.model_fields if name != "architectures"}
+        return cls(architectures=list(request.architectures), **fields)
+
+
+class QueuePage(BaseModel):
+    status: Status | None
+    offset: int
+    limit: int
+    items: list[RequestOut]
+    next_offset: int | None = Field(description="Where the next page starts; null on the last page.")
+
+
+class HistoryOut(BaseModel):
+    from_status: Status | None
+    to_status: Status
+    actor: str
+    reason: str | None
+    at: datetime
+
+    @classmethod
+    def of(cls, entry: HistoryEntry) -> HistoryOut:
+        return cls(**{name: getattr(entry, name) for name in cls.model_fields})
+
+
+class RequestDetailOut(BaseModel):
+    request: RequestOut
+    history: list[HistoryOut]
+    voters: list[str]
+    failure_reason: str | None = Field(
+        description="Why the request failed: the reason for everyone; with the log tail for its submitter "
+        "and admins."
+    )
+    log_tail: str | None = Field(description="The end of the failed run's log (submitter and admins only).")
+
+
+class VoteOut(BaseModel):
+    request_id: int
+    votes: int
+    voted: bool = Field(description="Whether the caller's vote is now counted.")
+
+
+class LeaderboardPage(BaseModel):
+    leaderboard: str
+    columns: list[str]
+    total: int = Field(description="Rows matching the filters.")
+    offset: int
+    limit: int
+    rows: list[dict[str, str | float | int | bool | None]]
+
+
+class ReasonIn(Strict):
+    reason: str | None = Field(None, max_length=2000, pattern=TEXT)
+
+
+class FlagIn(Strict):
+    model: str = Field(pattern=MODEL_ID, description="ORG/NAME.")
+    reason: str = Field(min_length=1, max_length=2000, pattern=TEXT)
+
+
+class BlockIn(Strict):
+    model: str = Field(pattern=MODEL_OR_NAMESPACE, description="ORG/NAME, or ORG/* for a whole namespace.")
+    reason: str = Field(min_length=1, max_length=2000, pattern=TEXT)
+
+
+class ProviderIn(Strict):
+    namespace: str = Field(pattern=NAMESPACE)
+
+
+class ListEntryOut(BaseModel):
+    key: str
+    added_by: str
+    added_at: datetime
+    reason: str | None
+
+
+class RecoveredOut(BaseModel):
+    request_id: int
+    worker_id: str | None
+    status: Status
+
+
+class TokenIn(Strict):
+    user: str = Field(max_length=100, pattern=NAMESPACE, description="A Hub user name.")
+    admin: StrictBool = False
+
+
+class TokenOut(BaseModel):
+    id: int
+    user: str
+    prefix: str = Field(description="The token's first characters, to tell tokens apart.")
+    admin: bool
+    created_by: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class NewTokenOut(TokenOut):
+    token: str = Field(description="The token itself: shown once, keep it secret.")
+
+
+class Health(BaseModel):
+    status: str
+    database: str

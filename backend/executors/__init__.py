@@ -1,0 +1,1 @@
+"""Where evaluation runs execute: child processes on this machine, or Slurm jobs on a cluster."""

@@ -1,0 +1,93 @@
+"""The leaderboard as people browse it: one row per (model, sha, precision), its latest result version, in
+the published table's columns; sorted, filtered and searched for the API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from backend.domain import EvalRequest, ModelType, Precision
+from backend.errors import InvalidInput
+from backend.leaderboards.config import LeaderboardConfig
+from backend.publish.table import TYPE_LABELS, Moderation, build_row, table_columns
+from backend.storage.evaluations import Evaluation, EvaluationRepository
+from backend.storage.moderation import ModerationRepository
+from backend.storage.requests import RequestRepository
+
+
+def moderation_snapshot(moderation: ModerationRepository) -> Moderation:
+    """Flagged models and official providers, as the table shows them."""
+    return Moderation(
+        flagged=frozenset(e.key for e in moderation.flags.entries()),
+        official_providers=frozenset(e.key for e in moderation.official_providers.entries()),
+    )
+
+
+def latest_rows(
+    results: Iterable[tuple[Evaluation, EvalRequest]], config: LeaderboardConfig, moderation: Moderation
+) -> list[dict[str, Any]]:
+    """Table rows, one per (model, sha, precision): the last of ``results`` (ordered by request, then
+    version) wins; sorted by that key."""
+    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for evaluation, request in results:
+        key = (request.model, request.sha, request.precision.value)
+        latest[key] = build_row(evaluation, request, config, moderation)
+    return [latest[key] for key in sorted(latest)]
+
+
+@dataclass(frozen=True)
+class Query:
+    sort: str
+    descending: bool = True
+    model_type: ModelType | None = None
+    precision: Precision | None = None
+    min_params_b: float | None = None
+    max_params_b: float | None = None
+    search: str | None = None
+
+
+class LeaderboardService:
+    def __init__(
+        self,
+        config: LeaderboardConfig,
+        evaluations: EvaluationRepository,
+        requests: RequestRepository,
+        moderation: ModerationRepository,
+    ) -> None:
+        self.config = config
+        self.evaluations = evaluations
+        self.requests = requests
+        self.moderation = moderation
+
+    @property
+    def columns(self) -> list[str]:
+        return table_columns(self.config)
+
+    def rows(self) -> list[dict[str, Any]]:
+        by_id = {r.id: r for r in self.requests.all()}
+        pairs = [(e, by_id[e.request_id]) for e in self.evaluations.latest(self.config.name)]
+        return latest_rows(pairs, self.config, moderation_snapshot(self.moderation))
+
+    def query(self, query: Query, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+        """(rows matching, the page of them) sorted by ``query.sort`` (missing values last)."""
+        if query.sort not in self.columns:
+            raise InvalidInput(f"sort must be a column of the table: one of {', '.join(self.columns)}")
+        rows = [row for row in self.rows() if _matches(row, query)]
+        present = [r for r in rows if r[query.sort] is not None]
+        present.sort(key=lambda r: r[query.sort], reverse=query.descending)
+        ordered = present + [r for r in rows if r[query.sort] is None]
+        return len(ordered), ordered[offset : offset + limit]
+
+
+def _matches(row: dict[str, Any], query: Query) -> bool:
+    if query.model_type is not None and row["Type"] != TYPE_LABELS[query.model_type][1]:
+        return False
+    if query.precision is not None and row["Precision"] != query.precision.value:
+        return False
+    params = row["#Params (B)"]
+    if query.min_params_b is not None and (params is None or params < query.min_params_b):
+        return False
+    if query.max_params_b is not None and (params is None or params > query.max_params_b):
+        return False
+    return not (query.search and query.search.lower() not in row["fullname"].lower())
