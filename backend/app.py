@@ -114,6 +114,7 @@ class App:
             self.publications,
             self.requests,
             self.moderation,
+            self.model_metadata,
             self.mirror,
             self.clock,
         )

@@ -75,7 +75,9 @@ def create_api(app: App, background: Sequence[Background] = ()) -> FastAPI:
         }
     )
     config = load_config(settings.leaderboard)
-    leaderboard = LeaderboardService(config, app.evaluations, app.requests, app.moderation)
+    leaderboard = LeaderboardService(
+        config, app.evaluations, app.requests, app.moderation, app.model_metadata
+    )
     api.state.context = Context(app=app, auth=auth, limiter=limiter, leaderboard=leaderboard)
     metrics = ApiMetrics(StatsRepository(app.db))
     api.state.registry = metrics.registry

@@ -192,8 +192,9 @@ def card(title: str, leaderboard: str, details: list[tuple[str, str, str]]) -> b
         f"- `{DETAILS_FOLDER}/<org>__<model>/<task>/<precision>_<time>.parquet`: per-sample outputs "
         "(config `details_<org>__<model>__<task>`).\n"
         f"- `{REQUESTS_FOLDER}/`: the requests and votes, in the reference's requests-dataset layout.\n\n"
-        "Hub ❤️ is 0 and Upload To Hub Date empty: they are not tracked. Generation is 0 without a declared "
-        "base model, 1 with one.\n"
+        "Hub ❤️, Available on the hub and Hub License are the Hub's metadata as last refreshed (0 likes and "
+        "available before the first refresh); Upload To Hub Date is empty: it is not tracked. Generation is 0 "
+        "without a declared base model, 1 with one.\n"
     )
     return f"---\n{header}---\n\n{body}".encode()
 

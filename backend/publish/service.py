@@ -24,8 +24,9 @@ from backend.leaderboards.config import LeaderboardConfig
 from backend.publish import files as layout
 from backend.publish.table import csv_bytes, parquet_bytes, to_arrow
 from backend.publish.targets import PublishFailed, Target
-from backend.services.leaderboard import latest_rows, moderation_snapshot
+from backend.services.leaderboard import latest_rows, table_context
 from backend.services.mirror import MirrorService
+from backend.storage.model_metadata import ModelMetadataRepository
 from backend.storage.moderation import ModerationRepository
 from backend.storage.publications import Publication, PublicationRepository
 from backend.storage.requests import RequestRepository
@@ -50,6 +51,7 @@ class PublishService:
         publications: PublicationRepository,
         requests: RequestRepository,
         moderation: ModerationRepository,
+        metadata: ModelMetadataRepository,
         mirror: MirrorService,
         clock: Callable[[], datetime],
     ) -> None:
@@ -57,6 +59,7 @@ class PublishService:
         self.publications = publications
         self.requests = requests
         self.moderation = moderation
+        self.metadata = metadata
         self.mirror = mirror
         self.clock = clock
 
@@ -136,7 +139,7 @@ class PublishService:
 
     def _table_rows(self, rows: list[Publication], by_id: dict[int, EvalRequest]) -> list[dict[str, Any]]:
         pairs = [(p.evaluation, by_id[p.evaluation.request_id]) for p in rows]  # by request, then version
-        return latest_rows(pairs, self.config, moderation_snapshot(self.moderation))
+        return latest_rows(pairs, self.config, table_context(self.moderation, self.metadata))
 
     def _mirror_files(self) -> dict[str, bytes]:
         files, _ = self.mirror.files()

@@ -1,7 +1,9 @@
 """The leaderboard table: the reference's 36 columns, in its order and with its names, then our own.
 
 Derived from what we store, honestly: values we cannot know are left empty (null) rather than invented.
-- Hub ❤️ is 0 and "Available on the hub" True: we do not poll the Hub for likes or deletions.
+- Hub ❤️, "Available on the hub" and Hub License are the Hub metadata the scheduler last refreshed
+  (storage/model_metadata); before a model's first refresh: 0 likes, available, and the license its
+  submission was validated with.
 - Upload To Hub Date is null: we do not record when the commit was pushed to the Hub.
 - Generation is 0 for a model without a declared base model and 1 for one with; Base Model is the declared
   base model, or the model itself (the reference's convention for generation 0).
@@ -11,7 +13,8 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -21,6 +24,7 @@ import pyarrow.parquet as pq
 from backend.domain import EvalRequest, ModelType
 from backend.leaderboards.config import LeaderboardConfig, columns, stderr_columns
 from backend.storage.evaluations import Evaluation
+from backend.storage.model_metadata import ModelMetadata
 
 # The reference's cluster: 5.6 kW at 269.8 g CO₂ per kWh.
 POWER_KW = 5.6
@@ -54,9 +58,12 @@ _INTS = {"Hub ❤️", "Generation", "Request id", "Limit", "Result version"}
 
 
 @dataclass(frozen=True)
-class Moderation:
+class Context:
+    """What the table shows beside the results: moderation, and the Hub's current metadata."""
+
     flagged: frozenset[str]  # model ids
     official_providers: frozenset[str]  # namespaces
+    hub: Mapping[str, ModelMetadata] = field(default_factory=dict)  # refreshed Hub metadata, by model id
 
 
 def co2_cost_kg(total_evaluation_time_seconds: float | None) -> float:
@@ -79,12 +86,13 @@ def table_columns(config: LeaderboardConfig) -> list[str]:
 
 
 def build_row(
-    evaluation: Evaluation, request: EvalRequest, config: LeaderboardConfig, moderation: Moderation
+    evaluation: Evaluation, request: EvalRequest, config: LeaderboardConfig, context: Context
 ) -> dict[str, Any]:
     provenance = evaluation.provenance
     emoji, label = TYPE_LABELS[request.model_type]
     org = request.model.split("/", 1)[0]
     harness = provenance.get("harness") or {}
+    hub = context.hub.get(request.model)
     row: dict[str, Any] = {
         "eval_name": f"{request.model.replace('/', '_')}_{request.precision.value}",
         "Precision": request.precision.value,
@@ -95,16 +103,16 @@ def build_row(
         "Model": f"[{request.model}](https://huggingface.co/{request.model})",
         "fullname": request.model,
         "Model sha": request.sha,
-        "Hub License": request.license,
-        "Hub ❤️": 0,
+        "Hub License": hub.license if hub is not None and hub.license is not None else request.license,
+        "Hub ❤️": hub.likes if hub is not None else 0,
         "#Params (B)": request.params_b,
-        "Available on the hub": True,
+        "Available on the hub": hub.available if hub is not None else True,
         "MoE": is_moe(request.architectures),
-        "Flagged": request.model in moderation.flagged,
+        "Flagged": request.model in context.flagged,
         "Chat Template": bool(provenance.get("use_chat_template", request.use_chat_template)),
         "CO₂ cost (kg)": co2_cost_kg(provenance.get("total_evaluation_time_seconds")),
         "Merged": request.model_type is ModelType.MERGE,
-        "Official Providers": org in moderation.official_providers,
+        "Official Providers": org in context.official_providers,
         "Upload To Hub Date": None,
         "Submission Date": request.submitted_at.strftime("%Y-%m-%d"),
         "Generation": 1 if request.base_model else 0,

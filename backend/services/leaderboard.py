@@ -10,29 +10,31 @@ from typing import Any
 from backend.domain import EvalRequest, ModelType, Precision
 from backend.errors import InvalidInput
 from backend.leaderboards.config import LeaderboardConfig
-from backend.publish.table import TYPE_LABELS, Moderation, build_row, table_columns
+from backend.publish.table import TYPE_LABELS, Context, build_row, table_columns
 from backend.storage.evaluations import Evaluation, EvaluationRepository
+from backend.storage.model_metadata import ModelMetadataRepository
 from backend.storage.moderation import ModerationRepository
 from backend.storage.requests import RequestRepository
 
 
-def moderation_snapshot(moderation: ModerationRepository) -> Moderation:
-    """Flagged models and official providers, as the table shows them."""
-    return Moderation(
+def table_context(moderation: ModerationRepository, metadata: ModelMetadataRepository) -> Context:
+    """Flagged models, official providers and the refreshed Hub metadata, as the table shows them."""
+    return Context(
         flagged=frozenset(e.key for e in moderation.flags.entries()),
         official_providers=frozenset(e.key for e in moderation.official_providers.entries()),
+        hub=metadata.all(),
     )
 
 
 def latest_rows(
-    results: Iterable[tuple[Evaluation, EvalRequest]], config: LeaderboardConfig, moderation: Moderation
+    results: Iterable[tuple[Evaluation, EvalRequest]], config: LeaderboardConfig, context: Context
 ) -> list[dict[str, Any]]:
     """Table rows, one per (model, sha, precision): the last of ``results`` (ordered by request, then
     version) wins; sorted by that key."""
     latest: dict[tuple[str, str, str], dict[str, Any]] = {}
     for evaluation, request in results:
         key = (request.model, request.sha, request.precision.value)
-        latest[key] = build_row(evaluation, request, config, moderation)
+        latest[key] = build_row(evaluation, request, config, context)
     return [latest[key] for key in sorted(latest)]
 
 
@@ -54,11 +56,13 @@ class LeaderboardService:
         evaluations: EvaluationRepository,
         requests: RequestRepository,
         moderation: ModerationRepository,
+        metadata: ModelMetadataRepository,
     ) -> None:
         self.config = config
         self.evaluations = evaluations
         self.requests = requests
         self.moderation = moderation
+        self.metadata = metadata
 
     @property
     def columns(self) -> list[str]:
@@ -67,7 +71,7 @@ class LeaderboardService:
     def rows(self) -> list[dict[str, Any]]:
         by_id = {r.id: r for r in self.requests.all()}
         pairs = [(e, by_id[e.request_id]) for e in self.evaluations.latest(self.config.name)]
-        return latest_rows(pairs, self.config, moderation_snapshot(self.moderation))
+        return latest_rows(pairs, self.config, table_context(self.moderation, self.metadata))
 
     def query(self, query: Query, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
         """(rows matching, the page of them) sorted by ``query.sort`` (missing values last)."""

@@ -72,6 +72,17 @@ class ModelMetadataRepository:
                     update(model_metadata).where(model_metadata.c.model == entry.model).values(values)
                 )
 
+    def all(self) -> dict[str, ModelMetadata]:
+        """Every model's last refreshed metadata, by model id."""
+        with self.db.transaction() as conn:
+            rows = conn.execute(select(model_metadata)).mappings().all()
+        return {
+            r["model"]: ModelMetadata(
+                r["model"], r["likes"], bool(r["available"]), r["license"], r["refreshed_at"]
+            )
+            for r in rows
+        }
+
     def get(self, model: str) -> ModelMetadata | None:
         with self.db.transaction() as conn:
             row = (

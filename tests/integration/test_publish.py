@@ -24,6 +24,7 @@ from backend.leaderboards.normalize import normalize, standard_errors
 from backend.publish.table import REFERENCE_COLUMNS
 from backend.publish.targets import HubDatasetTarget, LocalFolderTarget, PublishFailed, RetryPolicy
 from backend.storage.evaluations import Evaluation
+from backend.storage.model_metadata import ModelMetadata
 
 from .conftest import new_request
 
@@ -124,6 +125,8 @@ def test_publish_three_models_to_a_folder_loads_with_datasets(app, clock, tmp_pa
     stored = [evaluate(app, clock, tmp_path, *m) for m in MODELS]
     app.admin.flag("org-b/beta", "admin", "contaminated")
     app.admin.add_official_provider("org-a", "admin")
+    # The scheduler refreshed alpha's Hub metadata; beta and gamma were never refreshed.
+    app.model_metadata.save(ModelMetadata("org-a/alpha", 7, False, "mit", clock()))
     folder = tmp_path / "published"
     report = app.publishing.publish(LocalFolderTarget(folder))
     assert report.published == 3
@@ -150,7 +153,13 @@ def test_publish_three_models_to_a_folder_loads_with_datasets(app, clock, tmp_pa
     assert [rows[m]["Merged"] for m in ("org-a/alpha", "org-c/gamma")] == [False, True]
     assert [rows[m]["Flagged"] for m in ("org-a/alpha", "org-b/beta")] == [False, True]
     assert [rows[m]["Official Providers"] for m in ("org-a/alpha", "org-b/beta")] == [True, False]
-    assert rows["org-a/alpha"]["Hub ❤️"] == 0 and rows["org-a/alpha"]["Available on the hub"] is True
+    alpha, beta = rows["org-a/alpha"], rows["org-b/beta"]
+    assert (alpha["Hub ❤️"], alpha["Available on the hub"], alpha["Hub License"]) == (7, False, "mit")
+    assert (beta["Hub ❤️"], beta["Available on the hub"], beta["Hub License"]) == (
+        0,
+        True,
+        stored[1][0].license,
+    )
 
     # The results file: the harness's output plus our block.
     request, evaluation = stored[0]
