@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import RowMapping, select, update
 from sqlalchemy.exc import IntegrityError
 
 from backend.domain import Status
@@ -76,23 +76,20 @@ class ModelMetadataRepository:
         """Every model's last refreshed metadata, by model id."""
         with self.db.transaction() as conn:
             rows = conn.execute(select(model_metadata)).mappings().all()
-        return {
-            r["model"]: ModelMetadata(
-                r["model"], r["likes"], bool(r["available"]), r["license"], r["refreshed_at"]
-            )
-            for r in rows
-        }
+        return {r["model"]: _row(r) for r in rows}
 
     def get(self, model: str) -> ModelMetadata | None:
         with self.db.transaction() as conn:
             row = (
                 conn.execute(select(model_metadata).where(model_metadata.c.model == model)).mappings().first()
             )
-        if row is None:
-            return None
-        return ModelMetadata(
-            row["model"], row["likes"], bool(row["available"]), row["license"], row["refreshed_at"]
-        )
+        return None if row is None else _row(row)
+
+
+def _row(row: RowMapping) -> ModelMetadata:
+    return ModelMetadata(
+        row["model"], row["likes"], bool(row["available"]), row["license"], row["refreshed_at"]
+    )
 
 
 def _aware(value: datetime) -> datetime:
