@@ -4,7 +4,6 @@ small local Hub answering whoami, for Hugging Face tokens."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.commands import clean_env, leaderboard
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -25,9 +26,8 @@ def free_port() -> int:
 
 
 def cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "backend.cli", *args], env=env, capture_output=True, text=True, timeout=120
-    )
+    """`leaderboard ARGS`, which must succeed; its standard output."""
+    done = leaderboard(env, *args, timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -41,10 +41,7 @@ class Server:
 
 
 def base_env(database_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
-    env["LEADERBOARD_DATABASE_URL"] = database_url
-    env.update(extra)
-    return env
+    return clean_env(LEADERBOARD_DATABASE_URL=database_url, **extra)
 
 
 @contextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import pytest
 
 from backend.hub.local_store import LocalModelStore
 from backend.modelbuilder import build_tiny_model
+from tests.commands import clean_env
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ class Cli:
 
 @pytest.fixture
 def cli(database_url: str, model_store: LocalModelStore) -> Cli:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
+    env = clean_env()
     env["LEADERBOARD_DATABASE_URL"] = database_url
     env["LEADERBOARD_MODEL_STORE"] = str(model_store.root)
     return Cli(env)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
+
+from tests.commands import clean_env
 
 
 def test_demo_runs_the_whole_loop(tmp_path):
     workdir = tmp_path / "demo"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
+    env = clean_env()
     result = subprocess.run(
         [sys.executable, "-m", "backend.cli", "demo", "--workdir", str(workdir)],
         env=env,

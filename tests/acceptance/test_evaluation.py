@@ -20,6 +20,7 @@ from backend.hub.local_store import LocalModelStore
 from backend.leaderboards.config import columns, load_config
 from backend.modelbuilder import build_tiny_model
 from backend.settings import Settings
+from tests.commands import clean_env, leaderboard
 
 pytestmark = pytest.mark.slow
 SUBTASKS = 39
@@ -40,8 +41,7 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalModelStore, P
 def environment(
     database_url: str, store: LocalModelStore, mirror: Path, work: Path, **extra: str
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
-    env.update(
+    return clean_env(
         LEADERBOARD_DATABASE_URL=database_url,
         LEADERBOARD_MODEL_STORE=str(store.root),
         LEADERBOARD_DATA_MIRROR=str(mirror),
@@ -51,13 +51,9 @@ def environment(
         LEADERBOARD_EVAL_BATCH_SIZE="8",
         **extra,
     )
-    return env
 
 
-def cli(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "backend.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
+cli = leaderboard
 
 
 def submit(env: dict[str, str], model: str) -> dict:

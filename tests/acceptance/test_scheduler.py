@@ -5,7 +5,6 @@ model's metadata."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from backend.hub.local_store import LocalModelStore
 from backend.modelbuilder import build_tiny_model
 from backend.settings import Settings
 from backend.storage.model_metadata import ModelMetadataRepository
+from tests.commands import clean_env, leaderboard
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +31,7 @@ def test_the_scheduler_evaluates_publishes_mirrors_and_refreshes_on_its_own(data
     store = LocalModelStore(tmp_path / "models")
     build_tiny_model(store, "acme/tiny-local")
     synthesize(tmp_path / "mirror")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
-    env.update(
+    env = clean_env(
         LEADERBOARD_DATABASE_URL=database_url,
         LEADERBOARD_MODEL_STORE=str(store.root),
         LEADERBOARD_DATA_MIRROR=str(tmp_path / "mirror"),
@@ -47,23 +46,8 @@ def test_the_scheduler_evaluates_publishes_mirrors_and_refreshes_on_its_own(data
         LEADERBOARD_SCHEDULER_PUBLISH_SECONDS="2",
         LEADERBOARD_SCHEDULER_MIRROR_SECONDS="2",
     )
-    submitted = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "backend.cli",
-            "submit",
-            "acme/tiny-local",
-            "--user",
-            "alice",
-            "--model-type",
-            "chat",
-            "--json",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    submitted = leaderboard(
+        env, "submit", "acme/tiny-local", "--user", "alice", "--model-type", "chat", "--json", timeout=120
     )
     assert submitted.returncode == 0, submitted.stderr
     request_id = json.loads(submitted.stdout)["id"]

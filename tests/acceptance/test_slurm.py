@@ -5,7 +5,6 @@ the pinned harness on tiny local models over synthesized data."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from backend.hub.local_store import LocalModelStore
 from backend.leaderboards.config import columns, load_config
 from backend.modelbuilder import build_tiny_model
 from backend.settings import Settings
+from tests.commands import clean_env, leaderboard
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 ROOT = Path(__file__).parents[2]
@@ -55,8 +55,7 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalModelStore, P
 def environment(
     database_url: str, slurm_conf: str, store: LocalModelStore, mirror: Path, work: Path, **extra: str
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
-    env.update(
+    env = clean_env(
         SLURM_CONF=slurm_conf,
         LEADERBOARD_DATABASE_URL=database_url,
         LEADERBOARD_MODEL_STORE=str(store.root),
@@ -80,9 +79,7 @@ def environment(
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "backend.cli", *args], env=env, capture_output=True, text=True, timeout=120
-    )
+    return leaderboard(env, *args, timeout=120)
 
 
 def submit(env: dict[str, str], model: str) -> int:

@@ -3,7 +3,6 @@ cancelled and handed back, runs that cannot start, Hub metadata refresh, job loc
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -26,6 +25,7 @@ from backend.scheduler.runs import RunCoordinator
 from backend.settings import Settings
 from backend.storage.database import Database
 from backend.storage.model_metadata import ModelMetadataRepository
+from tests.commands import clean_env, leaderboard
 from tests.integration.conftest import new_request
 
 
@@ -44,8 +44,7 @@ def test_two_schedulers_on_one_postgres_never_dispatch_a_request_twice(app, data
     count = 12
     ids = [app.requests.create(new_request(model=f"org/m{i}"), app.clock(), None).id for i in range(count)]
     work = tmp_path / "work"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
-    env.update(
+    env = clean_env(
         LEADERBOARD_DATABASE_URL=database_url,
         LEADERBOARD_WORK_DIR=str(work),
         LEADERBOARD_MODEL_STORE=str(tmp_path / "empty-store"),
@@ -215,21 +214,14 @@ def test_a_job_lock_is_held_by_one_scheduler_at_a_time(database_url):
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_scheduler_once_waits_for_the_local_runs_it_started(app, database_url, tmp_path):
     request = app.requests.create(new_request(), app.clock(), None)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
-    env.update(
+    env = clean_env(
         LEADERBOARD_DATABASE_URL=database_url,
         LEADERBOARD_WORK_DIR=str(tmp_path / "work"),
         LEADERBOARD_MODEL_STORE=str(tmp_path / "empty-store"),
         LEADERBOARD_LEADERBOARD=str(tmp_path / "no-such-config.yaml"),
         LEADERBOARD_SCHEDULER_POLL_SECONDS="0.2",
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "backend.cli", "scheduler", "--once", "--scheduler-id", "once"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = leaderboard(env, "scheduler", "--once", "--scheduler-id", "once", timeout=120)
     assert done.returncode == 0, done.stderr
     ended = app.requests.get(request.id)
     assert ended.status is Status.FAILED and ended.attempts == 1  # run, collected, not handed back
