@@ -159,8 +159,8 @@ def run(size: str, root: Path) -> dict[str, Any]:
         "what": "worker path (claim -> child -> parse -> normalize -> store) vs bare simple_evaluate "
         "in a fresh process, alternated",
         "model": "tiny Llama (336k parameters, random init), float32 on CPU",
-        "tasks": list(config.harness_tasks),
-        "subtasks": sum(max(len(b.subtasks), 1) for b in config.benchmarks),
+        "tasks": list(config.tasks.run_names),
+        "subtasks": len(config.tasks.subtasks),
         "limit": params["limit"],
         "batch_size": BATCH_SIZE,
         "threads": 1,

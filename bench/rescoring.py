@@ -168,7 +168,11 @@ def run(size: str, root: Path) -> dict[str, Any]:
     try:
         _load(app, n, samples, root / "work")
         service = RescoreService(
-            settings, app.evaluations, app.requests, app.clock, task_set=load_task_set(_task_set(root))
+            settings,
+            app.evaluations,
+            app.requests,
+            app.clock,
+            config=load_config(task_set=load_task_set(_task_set(root))),
         )
         started = time.perf_counter()
         rescored = service.rescore(BENCHMARK)

@@ -33,7 +33,9 @@ def normalize(results_file: Path, config_name: str, allow_missing: bool, with_st
     """Print the published score columns of RESULTS.json (an lm-eval results_<time>.json) as one JSON object.
 
     Raw columns are fractions (0..1), the others points (0..100), unrounded; see
-    backend/leaderboards/normalize.py for the formulas.
+    backend/leaderboards/normalize.py for the formulas. Where a benchmark is read from lm-eval's group
+    entry (its subtasks, or their sample counts, are not in the file, as in the public details cards), a
+    note on stderr says so.
     """
     from backend.cli.common import handle_errors
 
@@ -50,4 +52,7 @@ def _normalize(results_file: Path, config_name: str, allow_missing: bool, with_s
     row = scoring.normalize(results, config, allow_missing=allow_missing)
     if with_stderr:
         row.update(scoring.standard_errors(results, config, allow_missing=allow_missing))
+    for score in scoring.score_benchmarks(results, config, allow_missing=allow_missing).values():
+        if score is not None and score.from_group_entry:
+            click.echo(f"note: {score.from_group_entry}", err=True)
     click.echo(json.dumps(row, indent=2, ensure_ascii=False))

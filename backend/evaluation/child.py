@@ -12,35 +12,28 @@ import logging
 import platform
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from backend.evaluation.runner import RunSpec, format_model_args, model_arguments
-from backend.evaluation.tasks import TaskSet
-from backend.leaderboards.config import LeaderboardConfig, LeaderboardConfigError
-
-SEQUENCE_LENGTH_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+from backend.domain import Precision
+from backend.evaluation.runner import RunSpec, format_model_args, harness_command, model_arguments
+from backend.leaderboards.config import RunSettings
 
 
-def _context_length(spec: RunSpec, model_args: dict[str, Any], cap: int | None) -> int | None:
-    """min(model max, cap): the reference capped contexts at 4096."""
+def _context_length(model_args: dict[str, Any], run: RunSettings) -> int | None:
+    """The max_length to pass the harness: None (lm-eval reads the model's own, as the reference command
+    does) unless the config caps it, then min(model maximum, cap) with the model maximum read as lm-eval
+    reads it."""
+    if run.max_length is None:
+        return None
+    from lm_eval.models.utils import resolve_max_length
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(
         model_args["pretrained"], revision=model_args.get("revision"), trust_remote_code=False
     )
-    sources = [config, getattr(config, "text_config", None)]
-    lengths = [
-        getattr(c, key)
-        for c in sources
-        if c is not None
-        for key in SEQUENCE_LENGTH_KEYS
-        if getattr(c, key, None)
-    ]
-    model_max = min(int(v) for v in lengths) if lengths else None
-    if cap is None:
-        return model_max
-    return min(model_max, cap) if model_max else cap
+    return run.max_length_for(resolve_max_length(config))
 
 
 def _hardware() -> dict[str, Any]:
@@ -56,40 +49,19 @@ def _hardware() -> dict[str, Any]:
     return info
 
 
-def check_config_matches_task_set(config: LeaderboardConfig, task_set: TaskSet) -> None:
-    """The leaderboard config scores what the task set runs: the same groups and the same subtasks."""
-    run = set(task_set.run_names)
-    scored = {s.task for b in config.benchmarks for s in b.subtasks} | {
-        b.task for b in config.benchmarks if not b.subtasks
-    }
-    defined = {s.name for s in task_set.subtasks}  # a plain task is its own only subtask
-    problems = [
-        f"{t} is run by the config but not defined by the task set"
-        for t in config.harness_tasks
-        if t not in run
-    ]
-    problems += [f"{t} is scored by the config but not in the task set" for t in sorted(scored - defined)]
-    problems += [f"{t} is in the task set but not scored by the config" for t in sorted(defined - scored)]
-    if problems:
-        raise LeaderboardConfigError(
-            f"{config.source or config.name} and task set {task_set.name} disagree: " + "; ".join(problems)
-        )
-
-
 def evaluate(spec: RunSpec) -> dict[str, Any]:
     import lm_eval
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.tasks import TaskManager
 
-    from backend.evaluation.tasks import hub_configs, load_task_set, materialize
+    from backend.evaluation.materialize import hub_configs, materialize
+    from backend.evaluation.quantization import check_precision_available
     from backend.leaderboards.config import load_config
 
     config = load_config(spec.leaderboard)
-    task_set = load_task_set(config.task_set)
-    check_config_matches_task_set(config, task_set)
     out = Path(spec.output_dir)
     mirror = Path(spec.data_mirror) if spec.data_mirror else None
-    tasks_dir = materialize(task_set, out / "tasks", mirror)
+    tasks_dir = materialize(config.tasks, out / "tasks", mirror)
     run = config.run
     if spec.backend == "vllm":
         import importlib.util
@@ -98,8 +70,10 @@ def evaluate(spec: RunSpec) -> dict[str, Any]:
             raise RuntimeError(
                 "LEADERBOARD_EVAL_BACKEND=vllm, but vllm is not installed: pip install '.[vllm]'"
             )
+    else:
+        check_precision_available(Precision(spec.precision))
     model_args = model_arguments(spec, None)
-    model_args = model_arguments(spec, _context_length(spec, model_args, run.max_length))
+    model_args = model_arguments(spec, _context_length(model_args, run))
     if spec.device == "auto" and spec.backend == "hf":
         import torch
 
@@ -115,7 +89,9 @@ def evaluate(spec: RunSpec) -> dict[str, Any]:
     arguments: dict[str, Any] = {
         "model": spec.backend,
         "model_args": format_model_args(model_args),
-        "tasks": list(config.harness_tasks),
+        # The reference command's tasks (`--tasks leaderboard`): lm-eval loads them in its order, which
+        # decides GPQA's option shuffle. The config's benchmark order is for display only.
+        "tasks": list(config.tasks.run_names),
         "batch_size": batch_size,
         "max_batch_size": spec.max_batch_size or run.max_batch_size,
         "num_fewshot": run.num_fewshot,
@@ -130,8 +106,16 @@ def evaluate(spec: RunSpec) -> dict[str, Any]:
         "fewshot_random_seed": run.seeds.fewshot,
     }
     print(f"harness arguments: {json.dumps(arguments)}", flush=True)
+    model: Any = spec.backend
+    if spec.backend == "hf" and Precision(spec.precision) in (Precision.INT8, Precision.INT4):
+        from backend.evaluation.quantization import QuantizedHFLM
+
+        model = QuantizedHFLM.create_from_arg_string(
+            arguments["model_args"],
+            {"batch_size": batch_size, "max_batch_size": arguments["max_batch_size"]},
+        )
     results = lm_eval.simple_evaluate(
-        **arguments,
+        **{**arguments, "model": model},
         task_manager=TaskManager(include_path=str(tasks_dir), include_defaults=False),
         evaluation_tracker=tracker,
     )
@@ -148,6 +132,11 @@ def evaluate(spec: RunSpec) -> dict[str, Any]:
         "results_file": str(results_files[-1]),
         "samples_files": sorted(str(p) for p in (out / "harness").rglob("samples_*.jsonl")),
         "harness_arguments": arguments,
+        "harness_command": harness_command(arguments, run.seeds),
+        # From the settings as run: a deployment's batch size overrides the config's, and differs too.
+        "deviations": replace(
+            run, batch_size=str(batch_policy), max_batch_size=arguments["max_batch_size"]
+        ).deviations(),
         "hardware": _hardware(),
         "lm_eval_version": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None,
     }

@@ -20,9 +20,7 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import random
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -240,18 +238,6 @@ def prepare_nltk_data(mirror: Path, *, download: bool = False) -> str:
     for name, content in _train_punkt().items():
         (target / name).write_text(content, encoding="utf-8", newline="")
     return "trained-locally"
-
-
-def use_nltk_data(mirror: Path) -> Path:
-    """Make this process find the mirror's NLTK data (also when nltk is already imported); return it."""
-    folder = nltk_data_dir(mirror).resolve()
-    paths = [str(folder), *(p for p in os.environ.get("NLTK_DATA", "").split(os.pathsep) if p)]
-    os.environ["NLTK_DATA"] = os.pathsep.join(dict.fromkeys(paths))
-    if "nltk.data" in sys.modules:
-        nltk_path = sys.modules["nltk.data"].path
-        if str(folder) not in nltk_path:
-            nltk_path.insert(0, str(folder))
-    return folder
 
 
 # --------------------------------------------------------------------------------------------- the Hub

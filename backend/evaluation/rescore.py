@@ -2,7 +2,7 @@
 
 A run keeps every sample's model output (``samples_<task>_<time>.jsonl``: doc, filtered_resps, ...). When the
 project changes how a task is scored (a manifest ``process_results: package.module:function``, see
-``backend.evaluation.tasks``), the stored outputs are scored again, exactly as lm-eval scores them after a
+``backend.evaluation.tasks`` and ``backend.evaluation.materialize``), the stored outputs are scored again, exactly as lm-eval scores them after a
 run, and no model is loaded:
 
     per sample     task.process_results(doc, filtered_resps)          the current task files' scorer
@@ -15,7 +15,9 @@ BBH tasks); without, the Hub at the pinned revision, or the datasets cache. Only
 are built.
 
 Limits: the scorer is re-run, the filters are not (``filtered_resps`` are scored as stored), so a change to
-a task's ``filter_list`` needs a new run. ``n-samples`` and ``configs`` are left as the run recorded them;
+a task's ``filter_list`` needs a new run. Groups that aggregate more than the benchmark (the reference's
+``leaderboard`` group, which no published score reads) keep the run's entry and are listed under
+``not_recomputed``. ``n-samples`` and ``configs`` are left as the run recorded them;
 what was re-scored, and with which scorers, is recorded under the results' ``"rescored"`` key.
 """
 
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import LeaderboardError
-from backend.evaluation.tasks import TaskSet, materialize
+from backend.evaluation.materialize import materialize
 from backend.leaderboards.config import Benchmark, LeaderboardConfig
 
 #: ``samples_<task>_<ISO time with ':' as '-'>.jsonl``, as lm-eval's EvaluationTracker names them.
@@ -95,7 +97,6 @@ class Rescorer:
         self,
         benchmark_key: str,
         config: LeaderboardConfig,
-        task_set: TaskSet,
         data_mirror: Path | None,
         work_dir: Path,
     ) -> None:
@@ -106,15 +107,14 @@ class Rescorer:
             raise RescoreError(
                 f"{config.name} has no benchmark {benchmark_key!r} (its benchmarks: {known})"
             ) from None
-        self.config, self.task_set = config, task_set
+        self.config, self.task_set = config, config.tasks
         self.data_mirror, self.work_dir = data_mirror, Path(work_dir)
         self._loaded: dict[str, Any] | None = None
 
     @property
     def scorers(self) -> dict[str, str | None]:
         """The project's scorer of each re-scored task; None where the harness's own is used."""
-        wanted = {s.task for s in self.benchmark.subtasks}
-        return {s.name: s.process_results for s in self.task_set.subtasks if s.name in wanted}
+        return {s.name: s.process_results for s in self.benchmark.subtasks}
 
     def _tasks(self) -> dict[str, Any]:
         if self._loaded is None:
@@ -189,10 +189,18 @@ class Rescorer:
                     **{k: v for k, v in group.items() if not _is_metric(k)},
                     **{k: v for k, v in metrics.items() if _is_metric(k)},
                 }
+        # Groups above the benchmark (the run's own, the reference's `leaderboard`) aggregate every benchmark:
+        # their entries are the run's, no longer consistent with these tasks, and said so.
+        stale = sorted(
+            group
+            for group, members in (results.get("group_subtasks") or {}).items()
+            if group not in scored and isinstance(members, list) and self.benchmark.task in members
+        )
         rescored.setdefault("rescored", {})[self.benchmark.key] = {
             "task_set": self.task_set.name,
             "tasks": sorted(scored),
             "scorers": self.scorers,
+            "not_recomputed": stale,
         }
         return rescored, samples
 
@@ -206,22 +214,6 @@ def _keep_docs(task: Any) -> None:
         if has is not None and has():
             docs = getattr(task, split)()
             setattr(task, split, lambda docs=docs: docs)
-
-
-def rescore_results(
-    results: Mapping[str, Any],
-    samples_files: Sequence[Path | str],
-    benchmark_key: str,
-    config: LeaderboardConfig,
-    task_set: TaskSet,
-    data_mirror: Path | None,
-    work_dir: Path,
-) -> dict[str, Any]:
-    """``results`` with one benchmark re-scored from its stored samples by the current scorers.
-
-    Every other benchmark's entries are left as they are. Many evaluations: build one ``Rescorer``.
-    """
-    return Rescorer(benchmark_key, config, task_set, data_mirror, work_dir).rescore(results, samples_files)
 
 
 def write_samples(

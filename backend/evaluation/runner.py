@@ -12,6 +12,7 @@ import ctypes
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,11 +21,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backend.domain import EvalRequest, Precision, WeightType
 from backend.errors import LeaderboardError
 from backend.evaluation.failures import Failure, classify
+
+if TYPE_CHECKING:
+    from backend.leaderboards.config import Seeds
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +120,12 @@ def model_arguments(spec: RunSpec, max_length: int | None) -> dict[str, Any]:
         args.update(pretrained=spec.base_model, peft=spec.model)
     else:
         args.update(pretrained=spec.base_model, delta=spec.model)
+    # The reference's model arguments for bitsandbytes (quantization.QuantizedHFLM reads them as transformers 4
+    # did); GPTQ repositories declare their quantization in config.json, which transformers reads itself.
     if precision is Precision.INT8:
         args["load_in_8bit"] = True
     elif precision is Precision.INT4:
         args["load_in_4bit"] = True
-    elif precision is Precision.GPTQ:
-        args["gptqmodel"] = True
     if max_length is not None:
         args["max_length"] = max_length
     if spec.gpus > 1:
@@ -157,6 +161,26 @@ def _vllm_arguments(
 
 def format_model_args(args: dict[str, Any]) -> str:
     return ",".join(f"{key}={value}" for key, value in args.items())
+
+
+def harness_command(arguments: dict[str, Any], seeds: Seeds) -> str:
+    """The bare ``lm_eval`` command line of a run's harness arguments: the reference's command with this
+    run's values (the datasets are the Hub's; ``leaderboard run`` reproduces at the pinned revisions)."""
+    parts = ["lm_eval", "--model", str(arguments["model"]), "--model_args", str(arguments["model_args"])]
+    parts += ["--tasks", ",".join(arguments["tasks"]), "--batch_size", str(arguments["batch_size"])]
+    parts += ["--max_batch_size", str(arguments["max_batch_size"])]
+    if arguments.get("num_fewshot") is not None:
+        parts += ["--num_fewshot", str(arguments["num_fewshot"])]
+    if arguments.get("limit") is not None:
+        parts += ["--limit", str(arguments["limit"])]
+    if arguments.get("apply_chat_template"):
+        parts.append("--apply_chat_template")
+        if arguments.get("fewshot_as_multiturn"):
+            parts.append("--fewshot_as_multiturn")
+    if arguments.get("log_samples"):
+        parts.append("--log_samples")
+    parts += ["--seed", seeds.as_harness_arg(), "--output_path", "results"]
+    return shlex.join(parts)
 
 
 @dataclass(frozen=True)

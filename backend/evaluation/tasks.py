@@ -1,40 +1,44 @@
 """The pinned task set: which lm-eval tasks a run evaluates, and where their data comes from.
 
-A task set is a manifest under the repository's ``tasks/`` folder (``tasks/open_llm_v2.yaml``). It names
-the harness version and, for every subtask, the installed lm-eval task file, dataset and splits.
-``materialize`` turns it into a folder of task files for lm-eval's ``TaskManager``: each one includes the
-installed task file unchanged (so prompts, metrics and ``!function`` helpers are the harness's own) and
-overrides only the data source: files of a local data mirror, or the Hub at the pinned dataset revision.
-A manifest task may also name ``process_results: package.module:function``: the project's own scorer in place
-of the task file's (a fixed answer extraction, say); ``backend.evaluation.rescore`` applies it to stored
-per-sample outputs without re-running any model.
+A task set is a manifest under the repository's ``tasks/`` folder (``tasks/open_llm_v2.yaml``): the harness
+package, the group a run passes to lm-eval (the reference command's ``--tasks leaderboard``), the pinned
+dataset revisions and, for every subtask, the installed lm-eval task file, dataset, splits and number of
+answer choices. It is the one place these facts are written: the leaderboard config takes its benchmarks'
+subtasks and chance levels from it, and the harness's exact version is the project's own pin (pyproject.toml).
+``backend.evaluation.materialize`` turns a task set into the task files of one run.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
 import re
+import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import yaml
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 import backend
+from backend.domain import REPO_ID_RE, SHA_RE
 from backend.errors import LeaderboardError
+from backend.manifests import Fields, load_yaml
 
 DEFAULT_TASK_SET = "open_llm_v2"
+#: The distribution this project is installed as: its requirements pin the harness.
+PROJECT_DISTRIBUTION = "leaderboard-backend"
 #: The roles a task file gives its splits (``test_split`` ...), in the order lm-eval reads them.
 SPLIT_ROLES = ("test", "validation", "training", "fewshot")
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
-_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-_SHA = re.compile(r"^[0-9a-f]{40}$")
+#: Dataset config and split names: the Hub's are letters, digits, '_', '-' and '.'.
+_DATA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SCORER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
-#: What ``materialize`` writes next to the task files: the run's task names and data provenance.
-MATERIALIZED_FILE = "materialized.json"
+_YAML_FILE = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*\.ya?ml$")
 
 
 class TaskSetError(LeaderboardError):
@@ -45,7 +49,7 @@ class TaskSetError(LeaderboardError):
 
 
 class HarnessMismatch(LeaderboardError):
-    """The installed lm-eval is not the one the task set pins: install the version it names."""
+    """The installed lm-eval is not the one the project pins: install the version it names."""
 
     http_status = 500
     code = "harness_mismatch"
@@ -61,8 +65,10 @@ class DatasetNotPinned(LeaderboardError):
 
 @dataclass(frozen=True)
 class Harness:
-    package: str
-    version: str
+    """The evaluation harness: a package at the exact version the project pins."""
+
+    package: str  # the distribution name, as pip knows it
+    version: str  # exact: task code, prompts and metrics change between harness versions
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,7 @@ class DatasetPin:
 
 @dataclass(frozen=True)
 class Subtask:
-    """One lm-eval task: the unit that has data and metrics."""
+    """One lm-eval task: the unit that has data, metrics and a chance level."""
 
     name: str
     group: str
@@ -83,9 +89,15 @@ class Subtask:
     dataset: str
     config: str | None
     splits: tuple[tuple[str, str], ...]  # (role, split name), roles from SPLIT_ROLES
+    num_choices: int  # answer choices of a multiple-choice task; 0 for a generative task
     # The project's scorer replacing the task file's process_results ("package.module:function"); None:
     # the harness's own. Re-scoring stored samples applies a change here without re-running any model.
     process_results: str | None = None
+
+    @property
+    def chance(self) -> float:
+        """The score of random guessing: the lower bound of normalization (0 for generative tasks)."""
+        return 1.0 / self.num_choices if self.num_choices else 0.0
 
     @property
     def split_names(self) -> tuple[str, ...]:
@@ -98,7 +110,7 @@ class Subtask:
 
 @dataclass(frozen=True)
 class Group:
-    """What a run passes to lm-eval: a group of subtasks, or a task run on its own."""
+    """A member of the run: a group of subtasks, or a task run on its own."""
 
     name: str
     kind: str  # "group" or "task"
@@ -107,19 +119,41 @@ class Group:
 
 
 @dataclass(frozen=True)
+class RunGroup:
+    """The one group a run passes to lm-eval, whose members are the task set's groups in its order."""
+
+    name: str
+    yaml: str
+
+
+@dataclass(frozen=True)
 class TaskSet:
     name: str
-    path: Path
     description: str
     harness: Harness
+    run: RunGroup | None  # None: the groups are passed to lm-eval one by one, in manifest order
     datasets: tuple[DatasetPin, ...]
     groups: tuple[Group, ...]
     subtasks: tuple[Subtask, ...]
+    # Where it was read from; not part of what it defines (two copies of one manifest are equal).
+    path: Path = field(default=Path(), compare=False)
 
     @property
     def run_names(self) -> tuple[str, ...]:
-        """The names to pass to ``lm_eval.simple_evaluate(tasks=...)``, in order."""
-        return tuple(group.name for group in self.groups)
+        """The names to pass to ``lm_eval.simple_evaluate(tasks=...)``: the reference command's."""
+        return (self.run.name,) if self.run is not None else tuple(g.name for g in self.groups)
+
+    def group(self, name: str) -> Group:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise KeyError(name)
+
+    def subtask(self, name: str) -> Subtask:
+        for subtask in self.subtasks:
+            if subtask.name == name:
+                return subtask
+        raise KeyError(name)
 
     def dataset(self, repo: str) -> DatasetPin:
         for pin in self.datasets:
@@ -136,151 +170,207 @@ class TaskSet:
         yield from seen
 
 
+# -------------------------------------------------------------------------------------- the harness pin
+
+
+def project_root() -> Path:
+    """The repository root: the folder holding ``backend/``, ``tasks/`` and ``pyproject.toml``."""
+    return Path(backend.__file__).resolve().parents[1]
+
+
+def _project_requirements() -> list[str]:
+    """The project's dependencies: pyproject.toml where the source tree has it, else the installed metadata."""
+    pyproject = project_root() / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise HarnessMismatch(f"pyproject.toml cannot be read to find the harness pin: {exc}") from exc
+        return list(data.get("project", {}).get("dependencies", []))
+    try:
+        return list(importlib.metadata.requires(PROJECT_DISTRIBUTION) or [])
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise HarnessMismatch(
+            f"neither pyproject.toml nor an installed {PROJECT_DISTRIBUTION} says which harness is pinned"
+        ) from exc
+
+
+def pinned_version(package: str) -> str:
+    """The exact version the project pins ``package`` at (``package==X`` in pyproject.toml's dependencies)."""
+    wanted = canonicalize_name(package)
+    for line in _project_requirements():
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(requirement.name) != wanted or requirement.marker is not None:
+            continue
+        pins = [s.version for s in requirement.specifier if s.operator == "=="]
+        if len(pins) == 1 and len(requirement.specifier) == 1:
+            return pins[0]
+        raise HarnessMismatch(
+            f"pyproject.toml requires {line!r}: a score is only reproducible with an exact pin "
+            f"({package}==X.Y.Z)"
+        )
+    raise HarnessMismatch(f"pyproject.toml does not depend on {package}: pin it ({package}==X.Y.Z)")
+
+
 # ---------------------------------------------------------------------------------------------- loading
 
 
 def tasks_folder() -> Path:
     """The repository's ``tasks/`` folder, found next to the ``backend`` package."""
-    return Path(backend.__file__).resolve().parents[1] / "tasks"
+    return project_root() / "tasks"
 
 
-def resolve_task_set_path(name_or_path: str | Path = DEFAULT_TASK_SET) -> Path:
-    """A task set name (``open_llm_v2`` -> ``tasks/open_llm_v2.yaml``) or a path to a manifest."""
+def resolve_task_set_path(
+    name_or_path: str | Path = DEFAULT_TASK_SET, relative_to: Path | None = None
+) -> Path:
+    """A task set name (``open_llm_v2`` -> ``tasks/open_llm_v2.yaml``) or a path to a manifest (relative
+    paths are taken from ``relative_to``, the folder of the file that names it, when given)."""
     text = str(name_or_path)
     if _NAME.match(text):
         path = tasks_folder() / f"{text}.yaml"
         if not path.is_file():
             known = sorted(p.stem for p in tasks_folder().glob("*.yaml"))
-            raise TaskSetError(f"no task set named {text!r} in {tasks_folder()}: known task sets are {known}")
+            raise TaskSetError(f"no task set named {text!r}: known task sets are {known}")
         return path
     path = Path(text).expanduser()
+    if not path.is_absolute() and relative_to is not None:
+        path = relative_to / path
     if not path.is_file():
         raise TaskSetError(f"task set manifest {path} does not exist")
     return path
 
 
-class _Fields:
-    """Reads one mapping of the manifest, naming the file and field in every error."""
-
-    def __init__(self, path: Path, where: str, data: Any) -> None:
-        self.path, self.where = path, where
-        if not isinstance(data, dict):
-            self.fail("", f"must be a mapping, not {type(data).__name__}")
-        self.data: dict[str, Any] = data
-
-    def fail(self, field: str, problem: str) -> NoReturn:
-        name = f"{self.where}.{field}" if self.where and field else (self.where or field)
-        raise TaskSetError(f"{self.path}: field '{name}' {problem}")
-
-    def text(self, field: str, pattern: re.Pattern[str] | None = None, *, optional: bool = False) -> Any:
-        value = self.data.get(field)
-        if value is None and optional:
-            return None
-        if not isinstance(value, str) or not value:
-            self.fail(field, "is required and must be a non-empty string")
-        if pattern is not None and not pattern.match(value):
-            self.fail(field, f"has an invalid value {value!r}")
-        return value
-
-
-def load_task_set(name_or_path: str | Path = DEFAULT_TASK_SET) -> TaskSet:
+def load_task_set(name_or_path: str | Path = DEFAULT_TASK_SET, relative_to: Path | None = None) -> TaskSet:
     """Read and validate a task set manifest (see ``tasks/open_llm_v2.yaml`` for the format)."""
-    path = resolve_task_set_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise TaskSetError(f"{path} is not valid YAML: {exc}") from exc
-    top = _Fields(path, "", raw)
-    harness_fields = _Fields(path, "harness", top.data.get("harness"))
-    harness = Harness(harness_fields.text("package"), str(harness_fields.data.get("version") or ""))
-    if not harness.version:
-        harness_fields.fail("version", "is required")
+    path = resolve_task_set_path(name_or_path, relative_to)
+    return parse_task_set(load_yaml(path, TaskSetError, "task set"), path)
 
-    datasets_raw = top.data.get("datasets")
+
+def parse_task_set(data: Any, path: Path) -> TaskSet:
+    """Validate an already-parsed manifest (``path`` names it in messages)."""
+    f = Fields(str(path), TaskSetError)
+    top = f.mapping(data, "", ("name", "harness", "datasets", "groups", "tasks"), ("description", "run"))
+    package = f.string(
+        top["harness"], "harness", _PACKAGE, "a package name (its version is pyproject.toml's pin)"
+    )
+    harness = Harness(package, pinned_version(package))
+
+    run = None
+    if top.get("run") is not None:
+        r = f.mapping(top["run"], "run", ("name", "yaml"))
+        run = RunGroup(
+            f.string(r["name"], "run.name", _NAME, "a group name"), _yaml_path(f, r["yaml"], "run.yaml")
+        )
+
+    datasets_raw = top["datasets"]
     if not isinstance(datasets_raw, dict) or not datasets_raw:
-        top.fail("datasets", "must map each dataset repository to {revision: <sha or null>}")
+        raise f.fail("datasets", "must map each dataset repository to {revision: <sha or null>}")
     pins = []
     for repo, entry in datasets_raw.items():
-        if not isinstance(repo, str) or not _REPO.match(repo):
-            top.fail("datasets", f"has an invalid repository id {repo!r}")
-        fields = _Fields(path, f"datasets.{repo}", entry)
-        revision = fields.data.get("revision")
-        if revision is not None and (not isinstance(revision, str) or not _SHA.match(revision)):
-            fields.fail("revision", f"must be a 40-character commit sha or null, not {revision!r}")
+        if not isinstance(repo, str) or not REPO_ID_RE.match(repo):
+            raise f.fail("datasets", f"has an invalid repository id {repo!r}")
+        d = f.mapping(entry, f"datasets.{repo}", ("revision",))
+        revision = d["revision"]
+        if revision is not None and (not isinstance(revision, str) or not SHA_RE.match(revision)):
+            raise f.fail(
+                f"datasets.{repo}.revision", f"must be a 40-character commit sha or null, not {revision!r}"
+            )
         pins.append(DatasetPin(repo, revision))
 
-    subtasks = []
-    seen_tasks: set[str] = set()
-    tasks_raw = top.data.get("tasks")
-    if not isinstance(tasks_raw, list) or not tasks_raw:
-        top.fail("tasks", "must be a non-empty list")
-    for index, entry in enumerate(tasks_raw):
-        fields = _Fields(path, f"tasks[{index}]", entry)
-        name = fields.text("name", _NAME)
-        if name in seen_tasks:
-            fields.fail("name", f"repeats task {name!r}")
-        seen_tasks.add(name)
-        dataset = fields.text("dataset", _REPO)
+    subtasks: list[Subtask] = []
+    for index, entry in enumerate(f.items(top["tasks"], "tasks")):
+        where = f"tasks[{index}]"
+        t = f.mapping(
+            entry,
+            where,
+            ("name", "group", "yaml", "dataset", "config", "splits", "num_choices"),
+            ("process_results",),
+        )
+        name = f.string(t["name"], f"{where}.name", _NAME, "a task name")
+        if any(s.name == name for s in subtasks):
+            raise f.fail(f"{where}.name", f"repeats task {name!r}")
+        dataset = f.string(t["dataset"], f"{where}.dataset", REPO_ID_RE, "a dataset repository id")
         if dataset not in datasets_raw:
-            fields.fail("dataset", f"names {dataset!r}, which is not listed under 'datasets'")
-        splits_raw = fields.data.get("splits")
+            raise f.fail(f"{where}.dataset", f"names {dataset!r}, which is not listed under 'datasets'")
+        splits_raw = t["splits"]
         if not isinstance(splits_raw, dict) or not splits_raw:
-            fields.fail("splits", f"must map roles ({', '.join(SPLIT_ROLES)}) to split names")
+            raise f.fail(f"{where}.splits", f"must map roles ({', '.join(SPLIT_ROLES)}) to split names")
         for role, split in splits_raw.items():
             if role not in SPLIT_ROLES:
-                fields.fail("splits", f"has an unknown role {role!r}: use {', '.join(SPLIT_ROLES)}")
-            if not isinstance(split, str) or not _NAME.match(split):
-                fields.fail(f"splits.{role}", f"has an invalid split name {split!r}")
+                raise f.fail(f"{where}.splits", f"has an unknown role {role!r}: use {', '.join(SPLIT_ROLES)}")
+            f.string(split, f"{where}.splits.{role}", _DATA_NAME, "a split name")
+        num_choices = f.integer(t["num_choices"], f"{where}.num_choices", 0)
+        if num_choices == 1:
+            raise f.fail(
+                f"{where}.num_choices", "must be 0 (generative) or at least 2 (multiple choice), got 1"
+            )
         subtasks.append(
             Subtask(
                 name=name,
-                group=fields.text("group", _NAME),
-                yaml=fields.text("yaml"),
+                group=f.string(t["group"], f"{where}.group", _NAME, "a group name"),
+                yaml=_yaml_path(f, t["yaml"], f"{where}.yaml"),
                 dataset=dataset,
-                config=fields.text("config", _NAME, optional=True),
+                config=f.optional_string(t["config"], f"{where}.config", _DATA_NAME, "a dataset config name"),
                 splits=tuple((role, splits_raw[role]) for role in SPLIT_ROLES if role in splits_raw),
-                process_results=fields.text("process_results", _SCORER, optional=True),
+                num_choices=num_choices,
+                process_results=f.optional_string(
+                    t.get("process_results"), f"{where}.process_results", _SCORER, "package.module:function"
+                ),
             )
         )
 
-    groups = []
-    groups_raw = top.data.get("groups")
-    if not isinstance(groups_raw, list) or not groups_raw:
-        top.fail("groups", "must be a non-empty list")
-    for index, entry in enumerate(groups_raw):
-        fields = _Fields(path, f"groups[{index}]", entry)
-        name = fields.text("name", _NAME)
-        kind = fields.text("kind")
+    groups: list[Group] = []
+    for index, entry in enumerate(f.items(top["groups"], "groups")):
+        where = f"groups[{index}]"
+        g = f.mapping(entry, where, ("name", "kind", "yaml"))
+        name = f.string(g["name"], f"{where}.name", _NAME, "a group name")
+        if any(group.name == name for group in groups):
+            raise f.fail(f"{where}.name", f"repeats group {name!r}")
+        kind = g["kind"]
         if kind not in ("group", "task"):
-            fields.fail("kind", f"must be 'group' or 'task', not {kind!r}")
+            raise f.fail(f"{where}.kind", f"must be 'group' or 'task', not {kind!r}")
         members = tuple(s.name for s in subtasks if s.group == name)
         if not members:
-            fields.fail("name", f"has no tasks: give some task 'group: {name}'")
+            raise f.fail(f"{where}.name", f"has no tasks: give some task 'group: {name}'")
         if kind == "task" and members != (name,):
-            fields.fail("kind", f"is 'task', so exactly one task named {name!r} must have 'group: {name}'")
-        groups.append(Group(name, kind, fields.text("yaml"), members))
+            raise f.fail(
+                f"{where}.kind", f"is 'task', so exactly one task named {name!r} must have 'group: {name}'"
+            )
+        groups.append(Group(name, kind, _yaml_path(f, g["yaml"], f"{where}.yaml"), members))
     group_names = {g.name for g in groups}
-    if len(group_names) != len(groups):
-        top.fail("groups", "repeats a group name")
     for index, subtask in enumerate(subtasks):
         if subtask.group not in group_names:
-            top.fail(f"tasks[{index}].group", f"names {subtask.group!r}, which is not listed under 'groups'")
+            raise f.fail(
+                f"tasks[{index}].group", f"names {subtask.group!r}, which is not listed under 'groups'"
+            )
 
     return TaskSet(
-        name=top.text("name", _NAME),
-        path=path.resolve(),
-        description=str(top.data.get("description") or ""),
+        name=f.string(top["name"], "name", _NAME, "a task set name"),
+        description=str(top.get("description") or ""),
         harness=harness,
+        run=run,
         datasets=tuple(pins),
         groups=tuple(groups),
         subtasks=tuple(subtasks),
+        path=path.resolve(),
     )
+
+
+def _yaml_path(f: Fields, value: Any, where: str) -> str:
+    """A task file path relative to the installed lm_eval/tasks folder; never absolute, never '..'."""
+    text = f.string(value, where, _YAML_FILE, "a relative path to a task file (.yaml)")
+    if ".." in text.split("/"):
+        raise f.fail(where, f"{text!r} must stay inside the harness's tasks folder")
+    return text
 
 
 def write_revisions(task_set: TaskSet, revisions: Mapping[str, str]) -> TaskSet:
     """Write dataset revisions into the manifest file (comments kept); return the re-read task set."""
     for repo, sha in revisions.items():
-        if not _SHA.match(sha):
+        if not SHA_RE.match(sha):
             raise TaskSetError(f"revision {sha!r} for {repo} is not a 40-character commit sha")
     lines = task_set.path.read_text(encoding="utf-8").splitlines(keepends=True)
     pending: dict[str, str] = dict(revisions)
@@ -311,7 +401,7 @@ def harness_tasks_folder() -> Path:
     """The installed lm_eval/tasks folder, found without importing lm_eval (which is slow)."""
     spec = importlib.util.find_spec("lm_eval")
     if spec is None or not spec.submodule_search_locations:
-        raise HarnessMismatch("lm-eval is not installed: install the version the task set names")
+        raise HarnessMismatch("lm-eval is not installed: install the version the project pins")
     return Path(next(iter(spec.submodule_search_locations))).resolve() / "tasks"
 
 
@@ -349,7 +439,7 @@ def installed_splits(config: Mapping[str, Any]) -> dict[str, str]:
 
 
 def check_harness(task_set: TaskSet) -> None:
-    """Refuse to run when the installed lm-eval or its task files differ from what the task set pins."""
+    """Refuse to run when the installed lm-eval or its task files differ from what the task set says."""
     package = task_set.harness.package
     try:
         installed = importlib.metadata.version(package)
@@ -359,7 +449,7 @@ def check_harness(task_set: TaskSet) -> None:
         ) from exc
     if installed != task_set.harness.version:
         raise HarnessMismatch(
-            f"{task_set.path.name} pins {package} {task_set.harness.version} but {installed} is installed: "
+            f"the project pins {package} {task_set.harness.version} but {installed} is installed: "
             f"install {package}=={task_set.harness.version}"
         )
     root = harness_tasks_folder()
@@ -396,168 +486,19 @@ def check_harness(task_set: TaskSet) -> None:
                 problems.append(f"{group.name}: {group.yaml} does not list the manifest's tasks in order")
         elif read_task_file(path).get("task") != group.name:
             problems.append(f"{group.name}: {group.yaml} does not define task {group.name}")
+    if task_set.run is not None:
+        path = root / task_set.run.yaml
+        members = tuple(g.name for g in task_set.groups)
+        if not path.is_file():
+            problems.append(f"{task_set.run.name}: {task_set.run.yaml} is not in the installed harness")
+        else:
+            config = read_task_file(path)
+            if config.get("group") != task_set.run.name or tuple(config.get("task") or ()) != members:
+                problems.append(
+                    f"{task_set.run.name}: {task_set.run.yaml} does not list the manifest's groups in order "
+                    f"(it lists {config.get('task')!r}); the order decides GPQA's option shuffle"
+                )
     if problems:
         raise HarnessMismatch(
-            f"the installed {package} task files differ from {task_set.path}: " + "; ".join(problems)
+            f"the installed {package} task files differ from {task_set.path.name}: " + "; ".join(problems)
         )
-
-
-# ------------------------------------------------------------------------------------------ materialize
-
-
-def _dump(path: Path, data: Mapping[str, Any], comment: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True, width=1000)
-    path.write_text(f"# {comment}\n{text}", encoding="utf-8")
-
-
-def _write_scorer(folder: Path, subtask: Subtask, task_set: TaskSet) -> None:
-    """Point the task's ``process_results`` at the project's scorer.
-
-    lm-eval resolves ``!function name.attr`` as ``attr`` of the file ``name.py`` beside the task file, so a
-    one-line shim beside it re-exports the manifest's ``package.module:function``.
-    """
-    assert subtask.process_results is not None
-    module, function = subtask.process_results.split(":")
-    try:
-        found = callable(getattr(importlib.import_module(module), function, None))
-    except ImportError as exc:
-        raise TaskSetError(
-            f"{task_set.path}: task {subtask.name}: process_results {subtask.process_results!r} cannot be "
-            f"imported: {exc}"
-        ) from exc
-    if not found:
-        raise TaskSetError(
-            f"{task_set.path}: task {subtask.name}: process_results {subtask.process_results!r}: "
-            f"{module} has no function {function}"
-        )
-    shim = f"_scorer_{subtask.name}"
-    (folder / f"{shim}.py").write_text(
-        f"# {task_set.name}: the project's scorer for {subtask.name}\n"
-        f"from {module} import {function} as process_results  # noqa: F401\n",
-        encoding="utf-8",
-    )
-    with (folder / f"{subtask.name}.yaml").open("a", encoding="utf-8") as file:
-        file.write(f"process_results: !function {shim}.process_results\n")
-
-
-def materialize(task_set: TaskSet, out_dir: Path, data_mirror: Path | None) -> Path:
-    """Write the task files of one run into ``out_dir``; return the folder to give lm-eval.
-
-    Use it as ``TaskManager(include_path=str(folder), include_defaults=False)`` and evaluate
-    ``task_set.run_names`` (also recorded in ``folder/materialized.json``). With ``data_mirror`` every
-    task reads the mirror's parquet files; without, it reads the Hub at the pinned revision, and an
-    unpinned dataset is refused.
-    """
-    check_harness(task_set)
-    root = harness_tasks_folder()
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [
-        *out_dir.glob("tasks/*.yaml"),
-        *out_dir.glob("tasks/_scorer_*.py"),
-        *out_dir.glob("groups/*.yaml"),
-    ]:
-        stale.unlink()  # left by an earlier materialize into the same folder
-
-    # data.py builds on this module, so it is imported here rather than at the top.
-    from backend.evaluation.data import check_mirror, dataset_revisions, mirror_file
-
-    if data_mirror is not None:
-        data_mirror = Path(data_mirror).resolve()
-        check_mirror(data_mirror, task_set)
-        revisions = dataset_revisions(data_mirror)
-    else:
-        unpinned = [pin.repo for pin in task_set.datasets if pin.revision is None]
-        if unpinned:
-            raise DatasetNotPinned(
-                f"{', '.join(unpinned)} {'has' if len(unpinned) == 1 else 'have'} revision: null in "
-                f"{task_set.path}: run `leaderboard data pin --task-set {task_set.name}` where the Hub is "
-                "reachable (and commit the manifest), or evaluate from a data mirror"
-            )
-        revisions = {pin.repo: pin.revision for pin in task_set.datasets if pin.revision}
-
-    sources: dict[str, dict[str, Any]] = {}
-    for subtask in task_set.subtasks:
-        override: dict[str, Any] = {"include": str(root / subtask.yaml), "task": subtask.name}
-        if data_mirror is not None:
-            override["dataset_path"] = "parquet"
-            override["dataset_name"] = None
-            override["dataset_kwargs"] = {
-                "data_files": {
-                    split: str(mirror_file(data_mirror, subtask.dataset, subtask.config, split))
-                    for split in subtask.split_names
-                }
-            }
-        else:
-            override["dataset_kwargs"] = {"revision": revisions[subtask.dataset]}
-        _dump(
-            out_dir / "tasks" / f"{subtask.name}.yaml",
-            override,
-            f"{task_set.name}: {subtask.name} from lm-eval {task_set.harness.version}, data overridden",
-        )
-        if subtask.process_results is not None:
-            _write_scorer(out_dir / "tasks", subtask, task_set)
-        sources[subtask.name] = {
-            "config_source": str(root / subtask.yaml),
-            "dataset_path": subtask.dataset,
-            "dataset_name": subtask.config,
-            "revision": revisions[subtask.dataset],
-        }
-        if subtask.process_results is not None:
-            sources[subtask.name]["process_results"] = subtask.process_results
-
-    for group in task_set.groups:
-        if group.kind == "group":
-            config = read_task_file(root / group.yaml)
-            _dump(
-                out_dir / "groups" / f"{group.name}.yaml",
-                config,
-                f"{task_set.name}: copied from lm-eval {task_set.harness.version} {group.yaml}",
-            )
-
-    provenance = {
-        "task_set": task_set.name,
-        "manifest": str(task_set.path),
-        "harness": {"package": task_set.harness.package, "version": task_set.harness.version},
-        "run_names": list(task_set.run_names),
-        "data_source": "mirror" if data_mirror is not None else "hub",
-        "data_mirror": str(data_mirror) if data_mirror is not None else None,
-        "dataset_revisions": {repo: revisions[repo] for repo in sorted(revisions)},
-        "sources": sources,
-    }
-    (out_dir / MATERIALIZED_FILE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
-    return out_dir
-
-
-def read_materialized(folder: Path) -> dict[str, Any]:
-    """What ``materialize`` recorded in ``folder``: run_names, data_source, dataset_revisions, sources."""
-    path = Path(folder) / MATERIALIZED_FILE
-    try:
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise TaskSetError(f"{path} is missing or unreadable: materialize the task set again") from exc
-    return data
-
-
-def hub_configs(configs: Mapping[str, Mapping[str, Any]], folder: Path) -> dict[str, dict[str, Any]]:
-    """The task configs of a run (``results["configs"]``) as a Hub run at the same revisions records them.
-
-    A mirror run's configs name parquet files by absolute path, which depends on where the mirror
-    lies, and the materialized task file as ``metadata.config_source``. This gives back
-    ``dataset_path``/``dataset_name``, records the data's revision as ``dataset_kwargs: {revision: ...}``
-    and names the installed task file as the source, so runs over the same data record the same configs.
-    """
-    sources = read_materialized(folder)["sources"]
-    restored = {}
-    for name, config in configs.items():
-        config = dict(config)
-        if name in sources:
-            source = sources[name]
-            config["dataset_path"] = source["dataset_path"]
-            config["dataset_name"] = source["dataset_name"]
-            config["dataset_kwargs"] = {"revision": source["revision"]}
-            if isinstance(config.get("metadata"), Mapping) and "config_source" in config["metadata"]:
-                config["metadata"] = {**config["metadata"], "config_source": source["config_source"]}
-        restored[name] = config
-    return restored

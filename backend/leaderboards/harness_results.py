@@ -92,6 +92,14 @@ class HarnessResults:
         number = _number(value)
         return number if number is not None and number >= 0 else None
 
+    def has_sample_count(self, task: str) -> bool:
+        """Whether the results say how many samples `task` evaluated (see sample_count)."""
+        try:
+            self.sample_count(task)
+        except ResultsFormatError:
+            return False
+        return True
+
     def sample_count(self, task: str) -> int:
         """Samples evaluated for `task`: n-samples effective, else original, else the entry's sample_len."""
         counts = self.n_samples.get(task)

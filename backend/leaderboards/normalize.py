@@ -35,12 +35,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from backend.evaluation.tasks import Subtask
 from backend.leaderboards.config import (
     Aggregation,
     Benchmark,
     LeaderboardConfig,
     Normalization,
-    Subtask,
 )
 from backend.leaderboards.harness_results import (
     HarnessResults,
@@ -58,7 +58,9 @@ class BenchmarkScore:
     normalized: float
     raw_stderr: float | None
     stderr: float | None
-    from_group_entry: bool = False  # read from lm-eval's group entry because the subtasks were absent
+    # Why it was read from lm-eval's group entry instead of computed from the subtasks (None: it was not):
+    # the subtasks are absent, or their sample counts are, which the sample-weighted mean needs.
+    from_group_entry: str | None = None
 
 
 def norm(x: float, num_choices: int) -> float:
@@ -99,11 +101,11 @@ def _weighted_stderr(errors: Sequence[float | None], weights: Sequence[float]) -
 
 
 def _from_subtasks(results: HarnessResults, benchmark: Benchmark) -> BenchmarkScore:
-    scores = [_task_score(results, benchmark, s.task) for s in benchmark.subtasks]
+    scores = [_task_score(results, benchmark, s.name) for s in benchmark.subtasks]
     values = [x for x, _ in scores]
     errors = [s for _, s in scores]
     if benchmark.aggregate is Aggregation.SAMPLE_WEIGHTED and len(benchmark.subtasks) > 1:
-        weights = [float(results.sample_count(s.task)) for s in benchmark.subtasks]
+        weights = [float(results.sample_count(s.name)) for s in benchmark.subtasks]
     else:
         weights = [1.0] * len(benchmark.subtasks)
     raw = _weighted(values, weights)
@@ -133,24 +135,44 @@ def _group_entry_usable(benchmark: Benchmark) -> bool:
 
 
 def _is_absent(results: HarnessResults, benchmark: Benchmark) -> bool:
-    return not any(results.has(t) for t in (benchmark.task, *(s.task for s in benchmark.subtasks)))
+    return not any(results.has(t) for t in (benchmark.task, *(s.name for s in benchmark.subtasks)))
+
+
+def _from_group_entry(results: HarnessResults, benchmark: Benchmark, why: str) -> BenchmarkScore:
+    raw, raw_stderr = _task_score(results, benchmark, benchmark.task)
+    slope = _slope(benchmark.subtasks[0])
+    return BenchmarkScore(
+        raw=raw,
+        normalized=norm(raw, benchmark.subtasks[0].num_choices),
+        raw_stderr=raw_stderr,
+        stderr=None if raw_stderr is None else raw_stderr * slope,
+        from_group_entry=f"{benchmark.display}: {why}; read lm-eval's group entry '{benchmark.task}' (the "
+        "sample-weighted value the harness computed)",
+    )
+
+
+def _lacks_counts(results: HarnessResults, benchmark: Benchmark) -> list[str]:
+    """The subtasks whose sample counts a sample-weighted mean needs and the results do not give."""
+    if benchmark.aggregate is not Aggregation.SAMPLE_WEIGHTED or len(benchmark.subtasks) < 2:
+        return []
+    return [s.name for s in benchmark.subtasks if not results.has_sample_count(s.name)]
 
 
 def score_benchmark(results: HarnessResults, benchmark: Benchmark) -> BenchmarkScore:
-    """Score one benchmark; IncompleteResults when its subtasks are not all there (and no usable group)."""
-    missing = [s.task for s in benchmark.subtasks if not results.has(s.task)]
+    """Score one benchmark; IncompleteResults when its subtasks are not all there (and no usable group).
+
+    Where the subtasks (or their sample counts) are missing and lm-eval's group entry means what the config
+    computes (sample-weighted, normalized on the aggregate), the harness's own number is used, and said so.
+    """
+    missing = [s.name for s in benchmark.subtasks if not results.has(s.name)]
+    usable_group = _group_entry_usable(benchmark) and results.has(benchmark.task)
     if not missing:
+        uncounted = _lacks_counts(results, benchmark)
+        if uncounted and usable_group:
+            return _from_group_entry(results, benchmark, f"no sample counts for {', '.join(uncounted)}")
         return _from_subtasks(results, benchmark)
-    if _group_entry_usable(benchmark) and results.has(benchmark.task):
-        raw, raw_stderr = _task_score(results, benchmark, benchmark.task)
-        slope = _slope(benchmark.subtasks[0])
-        return BenchmarkScore(
-            raw=raw,
-            normalized=norm(raw, benchmark.subtasks[0].num_choices),
-            raw_stderr=raw_stderr,
-            stderr=None if raw_stderr is None else raw_stderr * slope,
-            from_group_entry=True,
-        )
+    if usable_group:
+        return _from_group_entry(results, benchmark, f"no results for {', '.join(missing)}")
     if _is_absent(results, benchmark):
         names = ", ".join(dict.fromkeys([benchmark.task, *missing]))
         raise IncompleteResults(

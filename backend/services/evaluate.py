@@ -214,7 +214,7 @@ class EvaluationService:
     def build_evaluation(
         self, request: EvalRequest, spec: RunSpec, result: RunResult, worker_id: str
     ) -> Evaluation:
-        from backend.evaluation.tasks import read_materialized
+        from backend.evaluation.materialize import read_materialized
         from backend.leaderboards.config import config_hash, load_config
         from backend.leaderboards.harness_results import read_results_file
         from backend.leaderboards.normalize import normalize, standard_errors
@@ -240,6 +240,8 @@ class EvaluationService:
             "base_model": request.base_model,
             "use_chat_template": request.use_chat_template,
             "harness_arguments": result.outcome.get("harness_arguments"),
+            "harness_command": result.outcome.get("harness_command"),
+            "deviations": result.outcome.get("deviations", {}),
             "command": spec.reproduce_command(),
             "hardware": result.outcome.get("hardware"),
             "total_evaluation_time_seconds": _seconds(results.get("total_evaluation_time_seconds")),

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from backend.evaluation.rescore import RescoreError, Rescorer, samples_by_task, write_samples
-from backend.evaluation.tasks import TaskSet, load_task_set
 from backend.leaderboards.config import LeaderboardConfig, config_hash, load_config
 from backend.leaderboards.normalize import normalize, standard_errors
 from backend.publish.files import file_time
@@ -60,15 +59,13 @@ class RescoreService:
         requests: RequestRepository,
         clock: Callable[[], datetime],
         config: LeaderboardConfig | None = None,
-        task_set: TaskSet | None = None,
     ) -> None:
-        """``config`` and ``task_set`` default to the configured leaderboard's and its task set."""
+        """``config`` defaults to the configured leaderboard's (with the task set it names)."""
         self.settings = settings
         self.evaluations = evaluations
         self.requests = requests
         self.clock = clock
         self._config = config
-        self._task_set = task_set
 
     @property
     def config(self) -> LeaderboardConfig:
@@ -88,7 +85,6 @@ class RescoreService:
         rescorer = Rescorer(
             benchmark_key,
             config,
-            self._task_set or load_task_set(config.task_set),
             mirror,
             work_dir / "rescore" / benchmark_key,
         )

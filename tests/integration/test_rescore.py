@@ -18,8 +18,9 @@ import yaml
 
 from backend.app import App
 from backend.evaluation import data, synthetic
-from backend.evaluation.rescore import RescoreError, Rescorer, rescore_results, samples_by_task
-from backend.evaluation.tasks import TaskSetError, load_task_set, materialize, tasks_folder
+from backend.evaluation.materialize import materialize
+from backend.evaluation.rescore import RescoreError, Rescorer, samples_by_task
+from backend.evaluation.tasks import TaskSetError, load_task_set, tasks_folder
 from backend.leaderboards.config import config_hash, load_config
 from backend.leaderboards.harness_results import read_results_file
 from backend.leaderboards.normalize import normalize
@@ -122,40 +123,36 @@ def test_unchanged_scorers_reproduce_the_run_exactly(stored: Stored, tmp_path: P
     config = load_config()
     started = time.perf_counter()
     for key in ("math_hard", "gpqa", "musr"):
-        rescored = rescore_results(
-            stored.results, stored.samples_files, key, config, load_task_set(), stored.mirror, tmp_path / key
+        rescored = Rescorer(key, config, stored.mirror, tmp_path / key).rescore(
+            stored.results, stored.samples_files
         )
         assert rescored["results"] == stored.results["results"], key
         assert rescored["groups"] == stored.results["groups"], key
-        assert rescored["rescored"][key]["scorers"] == {s.task: None for s in config.benchmark(key).subtasks}
+        assert rescored["rescored"][key]["scorers"] == {s.name: None for s in config.benchmark(key).subtasks}
     assert time.perf_counter() - started < 30
 
     # Naming the harness's own scorer as an override changes nothing either.
     manifest = _task_set_with_scorer(tmp_path, "leaderboard_math_", f"{SCORERS}:math_unchanged")
-    rescored = rescore_results(
-        stored.results,
-        stored.samples_files,
-        "math_hard",
-        config,
-        load_task_set(manifest),
-        stored.mirror,
-        tmp_path / "unchanged",
+    unchanged = load_config(task_set=load_task_set(manifest))
+    rescored = Rescorer("math_hard", unchanged, stored.mirror, tmp_path / "unchanged").rescore(
+        stored.results, stored.samples_files
     )
     assert rescored["results"] == stored.results["results"]
 
 
 @pytest.mark.usefixtures("no_model")
 def test_a_changed_scorer_changes_exactly_what_it_scores(stored: Stored, tmp_path: Path) -> None:
-    config = load_config()
-    task_set = load_task_set(
-        _task_set_with_scorer(tmp_path, "leaderboard_math_", f"{SCORERS}:math_all_correct")
+    config = load_config(
+        task_set=load_task_set(
+            _task_set_with_scorer(tmp_path, "leaderboard_math_", f"{SCORERS}:math_all_correct")
+        )
     )
-    rescorer = Rescorer("math_hard", config, task_set, stored.mirror, tmp_path / "work")
+    rescorer = Rescorer("math_hard", config, stored.mirror, tmp_path / "work")
     rescored = rescorer.rescore(stored.results, stored.samples_files)
 
     old, new = stored.results["results"], rescored["results"]
     assert set(new) == set(old)
-    math_tasks = {s.task for s in config.benchmark("math_hard").subtasks} | {"leaderboard_math_hard"}
+    math_tasks = {s.name for s in config.benchmark("math_hard").subtasks} | {"leaderboard_math_hard"}
     for name in old:
         if name not in math_tasks:
             assert new[name] == old[name], f"{name} changed, but its scorer did not"
@@ -183,15 +180,23 @@ def test_a_changed_scorer_changes_exactly_what_it_scores(stored: Stored, tmp_pat
     # The same Rescorer serves the next evaluation without rebuilding its tasks.
     again = rescorer.rescore(stored.results, stored.samples_files)
     assert again["results"] == new
+    assert rescored["rescored"]["math_hard"]["not_recomputed"] == []
+    # A group above the benchmark (the reference's `leaderboard`) keeps the run's entry, and says so.
+    subtasks = {
+        **stored.results["group_subtasks"],
+        "leaderboard": ["leaderboard_gpqa", "leaderboard_math_hard"],
+    }
+    above = rescorer.rescore({**stored.results, "group_subtasks": subtasks}, stored.samples_files)
+    assert above["rescored"]["math_hard"]["not_recomputed"] == ["leaderboard"]
 
 
 def test_missing_samples_and_bad_scorers_are_refused(stored: Stored, tmp_path: Path) -> None:
     config = load_config()
     gpqa_files = [p for p in stored.samples_files if "gpqa_main" not in p.name]
     with pytest.raises(RescoreError, match="no stored samples for leaderboard_gpqa_main"):
-        rescore_results(stored.results, gpqa_files, "gpqa", config, load_task_set(), stored.mirror, tmp_path)
+        Rescorer("gpqa", config, stored.mirror, tmp_path).rescore(stored.results, gpqa_files)
     with pytest.raises(RescoreError, match="has no benchmark 'nope'"):
-        rescore_results(stored.results, gpqa_files, "nope", config, load_task_set(), stored.mirror, tmp_path)
+        Rescorer("nope", config, stored.mirror, tmp_path)
     missing = load_task_set(_task_set_with_scorer(tmp_path, "leaderboard_math_", f"{SCORERS}:no_such"))
     with pytest.raises(TaskSetError, match="has no function no_such"):
         materialize(missing, tmp_path / "tasks", stored.mirror)
@@ -256,7 +261,9 @@ def test_rescoring_stores_and_publishes_new_versions_and_keeps_the_old(
         changed = load_task_set(
             _task_set_with_scorer(tmp_path, "leaderboard_math_", f"{SCORERS}:math_all_correct")
         )
-        service = RescoreService(app.settings, app.evaluations, app.requests, app.clock, task_set=changed)
+        service = RescoreService(
+            app.settings, app.evaluations, app.requests, app.clock, config=load_config(task_set=changed)
+        )
 
         # A dry run reports and stores nothing.
         (dry,) = service.rescore("math_hard", ["org/first"], store=False)
@@ -280,7 +287,7 @@ def test_rescoring_stores_and_publishes_new_versions_and_keeps_the_old(
         assert record["benchmark"] == "math_hard" and record["from_version"] == 1
         assert record["scorers"]["leaderboard_math_algebra_hard"] == f"{SCORERS}:math_all_correct"
         # The re-scored samples replace MATH's; the other tasks keep the run's.
-        math_tasks = {s.task for s in config.benchmark("math_hard").subtasks}
+        math_tasks = {s.name for s in config.benchmark("math_hard").subtasks}
         new_files = samples_by_task(v2.provenance["samples_files"])
         assert new_files.keys() == samples_by_task(stored.samples_files).keys()
         for task, path in new_files.items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import pytest
 
 from backend.evaluation import data, synthetic
 from backend.evaluation import tasks as tasks_module
-from backend.evaluation.tasks import hub_configs, load_task_set, materialize
+from backend.evaluation.materialize import hub_configs, materialize
+from backend.evaluation.tasks import load_task_set
 from backend.modelbuilder import write_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -49,8 +51,10 @@ def model_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     mirror = synthetic.synthesize(tmp_path / "mirror", rows=4)
-    monkeypatch.setenv("NLTK_DATA", str(data.nltk_data_dir(mirror)))  # restored after the test
-    data.use_nltk_data(mirror)
+    folder = str(data.nltk_data_dir(mirror).resolve())
+    monkeypatch.setenv("NLTK_DATA", folder)  # restored after the test
+    if "nltk.data" in sys.modules:  # imported by an earlier test of this process: it read NLTK_DATA then
+        monkeypatch.setattr(sys.modules["nltk.data"], "path", [folder, *sys.modules["nltk.data"].path])
     return mirror
 
 

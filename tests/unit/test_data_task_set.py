@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.metadata
 import shutil
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -10,15 +13,8 @@ import pytest
 import yaml
 
 from backend.evaluation import data, synthetic, tasks
-from backend.evaluation.tasks import (
-    DatasetNotPinned,
-    HarnessMismatch,
-    TaskSetError,
-    hub_configs,
-    load_task_set,
-    materialize,
-    read_materialized,
-)
+from backend.evaluation.materialize import hub_configs, materialize, read_materialized
+from backend.evaluation.tasks import DatasetNotPinned, HarnessMismatch, TaskSetError, load_task_set
 
 GROUPS = {
     "leaderboard_mmlu_pro": 1,
@@ -51,7 +47,9 @@ def test_the_default_task_set_covers_the_six_benchmarks() -> None:
     assert task_set.name == "open_llm_v2"
     assert task_set.path == tasks.tasks_folder() / "open_llm_v2.yaml"
     assert task_set.harness == tasks.Harness("lm-eval", "0.4.13")
-    assert task_set.run_names == tuple(GROUPS)
+    # A run passes what the reference command passes, `--tasks leaderboard`; its groups are in its order.
+    assert task_set.run_names == ("leaderboard",)
+    assert [g.name for g in task_set.groups] == list(GROUPS)
     assert {g.name: len(g.subtasks) for g in task_set.groups} == GROUPS
     assert len(task_set.subtasks) == 39 == len({s.name for s in task_set.subtasks})
     assert {pin.repo for pin in task_set.datasets} == {s.dataset for s in task_set.subtasks}
@@ -61,6 +59,25 @@ def test_the_default_task_set_covers_the_six_benchmarks() -> None:
     assert by_name["leaderboard_math_algebra_hard"].split_names == ("test", "train")
     assert by_name["leaderboard_musr_team_allocation"].split("test") == "team_allocation"
     assert by_name["leaderboard_ifeval"].config is None
+    assert by_name["leaderboard_bbh_object_counting"].num_choices == 19
+    assert by_name["leaderboard_gpqa_main"].chance == 0.25
+    assert by_name["leaderboard_ifeval"].chance == 0.0
+
+
+def test_the_harness_is_pinned_once_in_pyproject() -> None:
+    """The task set names the package; its version is pyproject.toml's exact pin, and no manifest repeats it."""
+    pyproject = tomllib.loads((tasks.project_root() / "pyproject.toml").read_text())
+    pins = [d for d in pyproject["project"]["dependencies"] if d.startswith("lm-eval")]
+    assert len(pins) == 1 and "==" in pins[0]
+    pinned = pins[0].split("==", 1)[1]
+    assert load_task_set().harness.version == pinned == importlib.metadata.version("lm-eval")
+    manifests = [
+        *tasks.tasks_folder().glob("*.yaml"),
+        *(tasks.project_root() / "leaderboard_configs").glob("*.yaml"),
+    ]
+    assert manifests
+    for manifest in manifests:
+        assert pinned not in manifest.read_text(), f"{manifest.name} repeats the harness version"
 
 
 def test_a_task_set_is_found_by_name_or_path(manifest_copy: Path) -> None:
@@ -80,6 +97,15 @@ def test_the_manifest_matches_the_installed_harness() -> None:
     ("change", "field"),
     [
         (lambda raw: raw.pop("harness"), "'harness'"),
+        (lambda raw: raw.update(harness={"package": "lm-eval", "version": "0.4.13"}), "'harness'"),
+        (
+            lambda raw: raw.update(harness="not-a-dependency"),
+            "pyproject.toml does not depend on not-a-dependency",
+        ),
+        (lambda raw: raw["tasks"][3].update(num_choices=1), "'tasks[3].num_choices'"),
+        (lambda raw: raw["tasks"][3].pop("num_choices"), "'tasks[3].num_choices'"),
+        (lambda raw: raw["tasks"][3].update(chance=0.5), "'tasks[3].chance'"),
+        (lambda raw: raw["run"].update(yaml="../../etc/passwd.yaml"), "'run.yaml'"),
         (
             lambda raw: raw["datasets"]["SaylorTwift/bbh"].update(revision="main"),
             "'datasets.SaylorTwift/bbh.revision'",
@@ -94,16 +120,26 @@ def test_the_manifest_matches_the_installed_harness() -> None:
 )
 def test_a_malformed_manifest_names_the_file_and_field(manifest_copy: Path, change: Any, field: str) -> None:
     _edit(manifest_copy, change)
-    with pytest.raises(TaskSetError) as caught:
+    with pytest.raises((TaskSetError, HarnessMismatch)) as caught:
         load_task_set(str(manifest_copy))
-    assert str(manifest_copy) in caught.value.message
+    if isinstance(caught.value, TaskSetError):
+        assert str(manifest_copy) in caught.value.message
     assert field in caught.value.message
 
 
-def test_a_different_harness_is_refused(manifest_copy: Path, tmp_path: Path) -> None:
-    _edit(manifest_copy, lambda raw: raw["harness"].update(version="0.4.12"))
+def test_a_different_harness_is_refused(tmp_path: Path) -> None:
+    other = dataclasses.replace(load_task_set(), harness=tasks.Harness("lm-eval", "0.4.12"))
     with pytest.raises(HarnessMismatch, match=r"pins lm-eval 0.4.12 but 0.4.13 is installed"):
-        materialize(load_task_set(str(manifest_copy)), tmp_path / "out", None)
+        materialize(other, tmp_path / "out", None)
+
+
+def test_groups_out_of_the_reference_order_are_refused(manifest_copy: Path) -> None:
+    """lm-eval loads the run group's members in its order, and GPQA's option shuffle depends on it."""
+    _edit(manifest_copy, lambda raw: raw["groups"].reverse())
+    with pytest.raises(
+        HarnessMismatch, match=r"leaderboard/leaderboard.yaml does not list the manifest's groups in order"
+    ):
+        tasks.check_harness(load_task_set(str(manifest_copy)))
 
 
 def test_a_manifest_that_drifted_from_the_harness_is_refused(manifest_copy: Path, tmp_path: Path) -> None:
@@ -151,7 +187,10 @@ def test_materialized_mirror_tasks_read_only_the_mirror(tmp_path: Path) -> None:
 
     assert folder == (tmp_path / "out").resolve()
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.yaml"))
-    assert len(files) == 39 + 4  # every subtask, and the four groups
+    assert len(files) == 39 + 4 + 1  # every subtask, the four groups, and the run's group (leaderboard)
+    assert yaml.safe_load((folder / "groups" / "leaderboard.yaml").read_text())["task"] == [
+        g.name for g in task_set.groups
+    ]
     for subtask in task_set.subtasks:
         override = yaml.safe_load((folder / "tasks" / f"{subtask.name}.yaml").read_text())
         assert Path(override["include"]).is_absolute()

@@ -87,7 +87,13 @@ def test_model_arguments_follow_precision_and_weight_type():
     }
     assert model_arguments(spec(precision="4bit"), None)["load_in_4bit"] is True
     assert model_arguments(spec(precision="8bit"), None)["load_in_8bit"] is True
-    assert model_arguments(spec(precision="GPTQ"), None)["gptqmodel"] is True
+    # A GPTQ repository declares its quantization in config.json: the model arguments are the plain ones.
+    assert model_arguments(spec(precision="GPTQ"), None) == {
+        "dtype": "float16",
+        "trust_remote_code": False,
+        "pretrained": "acme/m",
+        "revision": "a" * 40,
+    }
     adapter = model_arguments(spec(weight_type="Adapter", base_model="acme/base"), None)
     assert (adapter["pretrained"], adapter["peft"]) == ("acme/base", "acme/m")
     delta = model_arguments(spec(weight_type="Delta", base_model="acme/base"), None)
@@ -115,19 +121,29 @@ def test_vllm_arguments_and_what_it_refuses():
         model_arguments(spec(backend="vllm", weight_type="Adapter", base_model="acme/base"), None)
 
 
-def test_the_leaderboard_config_scores_exactly_what_its_task_set_runs():
-    from dataclasses import replace
+def test_the_harness_command_is_the_reference_command_with_the_run_s_values():
+    from backend.evaluation.runner import harness_command
+    from backend.leaderboards.config import Seeds
 
-    from backend.evaluation.child import check_config_matches_task_set
-    from backend.evaluation.tasks import load_task_set
-    from backend.leaderboards.config import LeaderboardConfigError, load_config
-
-    config = load_config("open_llm_v2")
-    task_set = load_task_set(config.task_set)
-    check_config_matches_task_set(config, task_set)
-    assert len(task_set.subtasks) == 39
-    fewer = replace(
-        task_set, subtasks=tuple(s for s in task_set.subtasks if s.name != "leaderboard_bbh_snarks")
+    arguments = {
+        "model": "hf",
+        "model_args": "dtype=bfloat16,trust_remote_code=False,pretrained=acme/m,revision=" + "a" * 40,
+        "tasks": ["leaderboard"],
+        "batch_size": "auto",
+        "max_batch_size": 64,
+        "num_fewshot": None,
+        "limit": None,
+        "log_samples": True,
+        "apply_chat_template": True,
+        "fewshot_as_multiturn": True,
+    }
+    assert harness_command(arguments, Seeds(0, 1234, 1234, 1234)) == (
+        "lm_eval --model hf --model_args dtype=bfloat16,trust_remote_code=False,pretrained=acme/m,revision="
+        + "a" * 40
+        + " --tasks leaderboard --batch_size auto --max_batch_size 64 --apply_chat_template "
+        "--fewshot_as_multiturn --log_samples --seed 0,1234,1234,1234 --output_path results"
     )
-    with pytest.raises(LeaderboardConfigError, match="is scored by the config but not in the task set"):
-        check_config_matches_task_set(config, fewer)
+    plain = {**arguments, "apply_chat_template": False, "fewshot_as_multiturn": False, "limit": 4}
+    assert " --limit 4 " in harness_command(plain, Seeds(1, 2, 3, 4))
+    assert "--apply_chat_template" not in harness_command(plain, Seeds(1, 2, 3, 4))
+    assert harness_command(plain, Seeds(1, 2, 3, 4)).endswith("--seed 1,2,3,4 --output_path results")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import importlib.util
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 import backend.errors as errors
+from backend.evaluation.tasks import Harness, load_task_set
 from backend.leaderboards import config as config_module
 from backend.leaderboards import harness_results
 from backend.leaderboards.config import (
@@ -68,18 +70,25 @@ def test_the_published_columns_are_the_reference_table_s(config):
     assert stderr_columns(config)[-1] == "Average ⬆️ stderr"
 
 
-def test_it_pins_the_harness_and_names_the_task_set_and_tasks(config):
+def test_it_names_the_task_set_whose_harness_and_tasks_it_scores(config):
     assert config.name == "open_llm_v2"
-    assert config.harness.requirement == "lm-eval==0.4.13"
-    assert config.task_set == "open_llm_v2"
-    assert config.harness_tasks == (
+    assert config.harness == Harness("lm-eval", "0.4.13")
+    assert config.task_set == "open_llm_v2" and config.tasks == load_task_set("open_llm_v2")
+    # The benchmarks are in the table's order; lm-eval runs the reference command's group in its own.
+    assert [b.task for b in config.benchmarks] == [
         "leaderboard_ifeval",
         "leaderboard_bbh",
         "leaderboard_math_hard",
         "leaderboard_gpqa",
         "leaderboard_musr",
         "leaderboard_mmlu_pro",
-    )
+    ]
+    assert config.tasks.run_names == ("leaderboard",)
+    # Subtasks and chance levels are the task set's own objects, not a second copy.
+    for benchmark in config.benchmarks:
+        assert benchmark.subtasks == tuple(
+            config.tasks.subtask(n) for n in config.tasks.group(benchmark.task).subtasks
+        )
 
 
 def test_the_pinned_harness_is_the_installed_one(config):
@@ -115,9 +124,9 @@ def test_metrics_aggregation_and_normalization_follow_the_reference(config):
     )
     assert rules["musr"] == (("acc_norm",), "none", Aggregation.MEAN, Normalization.PER_SUBTASK, [2, 5, 3])
     assert rules["mmlu_pro"] == (("acc",), "none", Aggregation.SAMPLE_WEIGHTED, Normalization.AGGREGATE, [10])
-    bbh = {s.task.removeprefix("leaderboard_bbh_"): s.num_choices for s in config.benchmark("bbh").subtasks}
+    bbh = {s.name.removeprefix("leaderboard_bbh_"): s.num_choices for s in config.benchmark("bbh").subtasks}
     assert bbh == {name: n for n, names in BBH_CHOICES.items() for name in names.split()}
-    musr = {s.task: s.num_choices for s in config.benchmark("musr").subtasks}
+    musr = {s.name: s.num_choices for s in config.benchmark("musr").subtasks}
     assert musr == {
         "leaderboard_musr_murder_mysteries": 2,
         "leaderboard_musr_object_placements": 5,
@@ -138,10 +147,10 @@ def test_subtasks_match_the_installed_harness_groups(config):
         ]
         assert group_files, benchmark.task
         group = yaml.safe_load(group_files[0].read_text())
-        assert [s.task for s in benchmark.subtasks] == group["task"]
+        assert [s.name for s in benchmark.subtasks] == group["task"]
         assert [a["metric"] for a in group["aggregate_metric_list"]] == list(benchmark.metrics)
     for subtask in config.benchmark("bbh").subtasks:
-        path = LM_EVAL_LEADERBOARD / "bbh_mc" / f"{subtask.task.removeprefix('leaderboard_bbh_')}.yaml"
+        path = LM_EVAL_LEADERBOARD / "bbh_mc" / f"{subtask.name.removeprefix('leaderboard_bbh_')}.yaml"
         assert len(yaml.safe_load(path.read_text())["doc_to_choice"]) == subtask.num_choices
 
 
@@ -152,12 +161,17 @@ def test_run_settings(config):
     assert (run.use_chat_template(True), run.use_chat_template(False)) == (True, False)
     assert run.fewshot_as_multiturn is True
     assert run.seeds.as_harness_arg() == "0,1234,1234,1234"
-    assert (run.max_length_for(32768), run.max_length_for(2048), run.max_length_for(None)) == (
-        4096,
-        2048,
-        4096,
-    )
+    # No context cap: the reference command passes none, and the harness reads the model's maximum.
+    assert run.max_length is None and run.max_length_for(32768) is None
     assert (run.batch_size, run.max_batch_size, run.log_samples) == ("auto", 64, True)
+    assert run.deviations() == {}  # every setting is the reference command's
+
+
+def test_a_setting_that_differs_from_the_reference_command_is_a_named_deviation(tmp_path):
+    path = _mutated(tmp_path, lambda data: data["run"].update(max_length=2048, batch_size=16))
+    run = load_config(str(path)).run
+    assert run.deviations() == {"max_length": 2048, "batch_size": "16"}
+    assert (run.max_length_for(32768), run.max_length_for(1024)) == (2048, 1024)
 
 
 def test_a_bare_name_and_a_path_give_the_same_config(config):
@@ -175,16 +189,33 @@ def test_the_hash_ignores_key_order_whitespace_comments_and_explicit_defaults(co
     assert config_hash(load_config(str(reordered))) == config_hash(config)
     assert len(config_hash(config)) == 64
 
-    data["benchmarks"][3]["subtasks"][0]["num_choices"] = 5
-    data["benchmarks"][3]["normalize"] = "per_subtask"
+    data["benchmarks"][3]["metrics"] = ["acc"]
     reordered.write_text(yaml.safe_dump(data), encoding="utf-8")
     assert config_hash(load_config(str(reordered))) != config_hash(config)
+
+    # What the task set runs is part of it: a dataset revision, a chance level.
+    tasks = config.tasks
+    repinned = dataclasses.replace(
+        tasks, datasets=(dataclasses.replace(tasks.datasets[0], revision="a" * 40), *tasks.datasets[1:])
+    )
+    assert config_hash(load_config("open_llm_v2", task_set=repinned)) != config_hash(config)
+    navigate = tasks.subtask("leaderboard_bbh_navigate")
+    rechanced = dataclasses.replace(
+        tasks,
+        subtasks=tuple(dataclasses.replace(s, num_choices=3) if s == navigate else s for s in tasks.subtasks),
+    )
+    assert config_hash(load_config("open_llm_v2", task_set=rechanced)) != config_hash(config)
+    # ... and where the files lie is not.
+    assert config_hash(
+        load_config("open_llm_v2", task_set=dataclasses.replace(tasks, path=tmp_path))
+    ) == config_hash(config)
 
 
 def test_the_second_leaderboard_is_just_another_file():
     second = load_config(str(SECOND))
     assert columns(second) == ["GSM8K Raw", "GSM8K", "Reasoning Raw", "Reasoning", "Mean score"]
-    assert second.harness_tasks == ("gsm8k", "reasoning_mix")
+    assert [b.task for b in second.benchmarks] == ["gsm8k", "reasoning_mix"]
+    assert [s.num_choices for s in second.benchmark("reasoning").subtasks] == [4, 2]
     assert second.benchmark("gsm8k").filter == "strict-match"
     assert (second.run.num_fewshot, second.run.batch_size, second.run.use_chat_template(True)) == (
         5,
@@ -225,38 +256,39 @@ _DELETE = object()
 @pytest.mark.parametrize(
     ("change", "field", "problem"),
     [
-        (_set("harness.version", ">=0.4"), "harness.version", "exact version"),
-        (_set("harness.version", 0.4), "harness.version", "quote it"),
-        (_set("harness.pip", "x"), "harness.pip", "unknown field"),
+        (_set("harness", {"package": "lm-eval"}), "harness", "unknown field"),
         (_set("task_set", _DELETE), "task_set", "is required"),
-        (_set("schema_version", 2), "schema_version", "must be 1"),
+        (_set("schema_version", 1), "schema_version", "must be 2"),
         (_set("benchmarks", []), "benchmarks", "non-empty list"),
         (_set("benchmarks.0.display", ""), "benchmarks[0] (ifeval).display", "non-empty"),
-        (_set("benchmarks.0.num_choices", 1), "benchmarks[0] (ifeval).num_choices", "at least 2"),
-        (_set("benchmarks.0.num_choices", True), "benchmarks[0] (ifeval).num_choices", "integer"),
+        (_set("benchmarks.0.num_choices", 2), "benchmarks[0] (ifeval).num_choices", "unknown field"),
         (_set("benchmarks.0.metrics", ["acc_stderr"]), "benchmarks[0] (ifeval).metrics[0]", "standard error"),
         (_set("benchmarks.0.metrics", ["acc", "acc"]), "benchmarks[0] (ifeval).metrics", "twice"),
         (_set("benchmarks.0.metric", ["acc"]), "benchmarks[0] (ifeval).metric", "unknown field"),
         (_set("benchmarks.1.aggregate", "median"), "benchmarks[1] (bbh).aggregate", "sample_weighted, mean"),
-        (_set("benchmarks.1.aggregate", _DELETE), "benchmarks[1] (bbh).aggregate", "required with subtasks"),
-        (_set("benchmarks.1.num_choices", 4), "benchmarks[1] (bbh)", "either 'subtasks'"),
+        (_set("benchmarks.1.aggregate", _DELETE), "benchmarks[1] (bbh).aggregate", "is required"),
+        (
+            _set("benchmarks.1.subtasks", [{"task": "x", "num_choices": 2}]),
+            "benchmarks[1] (bbh).subtasks",
+            "unknown field",
+        ),
         (_set("benchmarks.1.normalize", "aggregate"), "benchmarks[1] (bbh).normalize", "one chance level"),
         (
-            _set("benchmarks.3.subtasks.0.num_choices", -1),
-            "benchmarks[3] (gpqa).subtasks[0].num_choices",
-            ">= 0",
+            _set("benchmarks.3.task", "leaderboard_gpqa_main"),
+            "benchmarks[3] (gpqa).task",
+            "not a group of task set",
         ),
         (
-            _set("benchmarks.3.subtasks.0.task", "leaderboard_gpqa"),
-            "benchmarks[3] (gpqa).subtasks[0].task",
-            "own task",
+            _set("benchmarks.3.task", "leaderboard_nope"),
+            "benchmarks[3] (gpqa).task",
+            "its groups: leaderboard_mmlu_pro",
         ),
+        (_set("benchmarks.5", _DELETE), "benchmarks", "runs leaderboard_mmlu_pro, which no benchmark scores"),
         (
-            _set("benchmarks.3.subtasks.1.task", "leaderboard_gpqa_diamond"),
-            "benchmarks[3] (gpqa)",
-            "listed twice",
+            _set("benchmarks.4.task", "leaderboard_bbh"),
+            "benchmarks[4] (musr).task",
+            "already scored by benchmark 'bbh'",
         ),
-        (_set("benchmarks.3.task", "leaderboard_bbh"), "benchmarks[3] (gpqa)", "benchmark 'bbh'"),
         (_set("benchmarks.3.key", "bbh"), "benchmarks[3] (bbh).key", "another benchmark"),
         (_set("benchmarks.3.display", "BBH"), "benchmarks[3] (gpqa).display", "published twice"),
         (_set("average.column", "GPQA Raw"), "average.column", "also a benchmark column"),

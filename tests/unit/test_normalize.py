@@ -165,7 +165,7 @@ def _assert_row(row, expected):
 
 
 def test_the_fixture_is_a_complete_results_file_in_the_harness_format(config, data):
-    subtasks = [s.task for b in config.benchmarks for s in b.subtasks]
+    subtasks = [s.name for b in config.benchmarks for s in b.subtasks]
     assert len(subtasks) == 39 and set(subtasks) <= set(data["results"]) == set(subtasks) | set(GROUPS)
     assert set(data["groups"]) == set(GROUPS) and set(data["n-samples"]) == set(subtasks)
     assert data["results"]["leaderboard_ifeval"]["inst_level_strict_acc_stderr,none"] == "N/A"
@@ -294,9 +294,38 @@ def test_sample_counts_fall_back_to_original_then_sample_len(config, data):
     _assert_row(normalize(data, config), EXPECTED)
     del data["n-samples"]
     _assert_row(normalize(data, config), EXPECTED)
+    # Without a count, lm-eval's group entry (the sample-weighted value it computed) stands in, and says so.
     del data["results"]["leaderboard_gpqa_main"]["sample_len"]
+    gpqa = score_benchmarks(data, config)["gpqa"]
+    assert gpqa is not None and gpqa.raw == data["results"]["leaderboard_gpqa"]["acc_norm,none"]
+    assert "no sample counts for leaderboard_gpqa_main" in (gpqa.from_group_entry or "")
+    _assert_row(normalize(data, config), EXPECTED)
+    # Only where the harness's own number is missing too is it an error.
+    del data["results"]["leaderboard_gpqa"], data["groups"]["leaderboard_gpqa"]
     with pytest.raises(ResultsFormatError, match=r"no sample count for task 'leaderboard_gpqa_main'"):
         normalize(data, config)
+
+
+def test_a_details_card_results_block_is_scored_from_its_group_entries(tmp_path, data):
+    """The public details cards publish only the "results" block: no n-samples, no sample_len. GPQA and
+    MATH Lvl 5 are sample-weighted: their group entries are the harness's weighted values, used and named."""
+    block = {
+        "results": {
+            task: {k: v for k, v in entry.items() if k != "sample_len"}
+            for task, entry in data["results"].items()
+        }
+    }
+    path = tmp_path / "card_results.json"
+    path.write_text(json.dumps(block), encoding="utf-8")
+    result = _invoke(path)
+    assert result.exit_code == 0, result.output
+    _assert_row(json.loads(result.stdout), EXPECTED)
+    notes = result.stderr.splitlines()
+    assert len(notes) == 2, notes
+    assert any(n.startswith("note: GPQA: no sample counts") and "'leaderboard_gpqa'" in n for n in notes)
+    assert any(
+        n.startswith("note: MATH Lvl 5: no sample counts") and "'leaderboard_math_hard'" in n for n in notes
+    )
 
 
 # --- missing benchmarks: an error by default, None columns on request ------------------------------------
