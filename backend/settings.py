@@ -123,7 +123,9 @@ class Settings(BaseSettings):
         "while the database is unavailable; the result is on disk, so it is kept, not re-run.",
     )
     store_retry_base_seconds: float = Field(
-        1.0, ge=0, description="Wait before the second attempt to record an ended run; doubles with each attempt."
+        1.0,
+        ge=0,
+        description="Wait before the second attempt to record an ended run; doubles with each attempt.",
     )
     store_retry_max_seconds: float = Field(
         60.0, ge=0, description="Longest wait between two attempts to record an ended run."

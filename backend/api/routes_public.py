@@ -141,4 +141,3 @@ def build(max_page_size: int, columns: list[str]) -> APIRouter:
         return Response(data, media_type=MEDIA_TYPES[fmt])
 
     return router
-

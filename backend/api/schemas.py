@@ -120,7 +120,8 @@ class HistoryOut(BaseModel):
     reason: str | None = Field(description="Why the status changed (a failure's reason, never its log).")
     at: datetime
     log_tail: str | None = Field(
-        None, description="The end of the log of the failed run that caused this change (submitter and admins)."
+        None,
+        description="The end of the log of the failed run that caused this change (submitter and admins).",
     )
     log_path: str | None = Field(None, description="Where that log is on the server (admins only).")
 
@@ -143,7 +144,9 @@ class RequestDetailOut(BaseModel):
     voters: list[str]
     failure_reason: str | None = Field(description="Why the request failed, for everyone.")
     log_tail: str | None = Field(description="The end of the failed run's log (submitter and admins only).")
-    log_path: str | None = Field(None, description="Where the failed run's log is on the server (admins only).")
+    log_path: str | None = Field(
+        None, description="Where the failed run's log is on the server (admins only)."
+    )
 
     @classmethod
     def of(cls, detail: RequestDetail, view: LogView) -> RequestDetailOut:

@@ -158,7 +158,9 @@ class RunCoordinator:
                 "run files unreadable",
                 extra={"request_id": request.id, "attempt": str(attempt), "error": str(exc)},
             )
-            reason = "the run's files cannot be read by the scheduler that collected it; an admin should check "
+            reason = (
+                "the run's files cannot be read by the scheduler that collected it; an admin should check "
+            )
             reason += "that LEADERBOARD_WORK_DIR is shared by every node"
             try:
                 return self.queue.fail(

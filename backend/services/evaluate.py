@@ -199,7 +199,9 @@ class EvaluationService:
                     request, worker_id, f"the results could not be scored: {exc.message}", False, result
                 )
             try:
-                self._recording(request.id, lambda: self.evaluations.store_and_finish(evaluation, self.clock()))
+                self._recording(
+                    request.id, lambda: self.evaluations.store_and_finish(evaluation, self.clock())
+                )
             except (LeaseLost, AlreadyEvaluated) as exc:  # another worker took over: its result counts
                 log.warning("result discarded", extra={"request_id": request.id, "reason": exc.message})
                 return self._recording(request.id, lambda: self.queue.get(request.id))
@@ -225,7 +227,12 @@ class EvaluationService:
                 delay = backoff.delay(attempt)
                 log.warning(
                     "database unavailable while recording the ended run; retrying",
-                    extra={"request_id": request_id, "attempt": attempt, "delay_s": delay, "error": exc.message},
+                    extra={
+                        "request_id": request_id,
+                        "attempt": attempt,
+                        "delay_s": delay,
+                        "error": exc.message,
+                    },
                 )
                 self.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
