@@ -25,7 +25,7 @@ from backend.domain import (
     WeightType,
     namespace_of,
 )
-from backend.errors import AlreadySubmitted, IllegalTransition, LeaseLost, RequestNotFound, SubmissionRejected
+from backend.errors import AlreadySubmitted, IllegalTransition, LeaseLost, RateLimitReached, RequestNotFound
 from backend.storage.database import Database
 from backend.storage.schema import request_history, requests, votes
 
@@ -168,14 +168,8 @@ class RequestRepository:
         ).one()
         count, oldest = recent
         if count >= limit.count:
-            frees_at = (oldest + timedelta(days=limit.window_days)).strftime("%Y-%m-%d %H:%M:%S")
-            raise SubmissionRejected(
-                "rate-limit",
-                f"namespace '{namespace}' already has {count} submissions in the last {limit.window_days:g} "
-                f"days (limit {limit.count})",
-                f"wait until {frees_at} UTC, when the oldest one leaves the window, or ask an admin to register "
-                "the namespace as an official provider",
-            )
+            frees_at = oldest + timedelta(days=limit.window_days)
+            raise RateLimitReached(namespace, count, limit.count, limit.window_days, frees_at)
 
     # -- reads --------------------------------------------------------------------------------------
     def get(self, request_id: int) -> EvalRequest:
@@ -202,7 +196,7 @@ class RequestRepository:
         return None if row is None else row_to_request(row)
 
     def check_rate_limit(self, namespace: str, limit: RateLimit) -> None:
-        """Raise the rate-limit rejection when ``namespace`` has used up its window."""
+        """Raise RateLimitReached when ``namespace`` has used up its window."""
         with self.db.transaction() as conn:
             self._check_rate_limit(conn, namespace, limit)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from backend.domain import Precision, Status
@@ -11,6 +13,7 @@ from backend.errors import (
     IllegalTransition,
     LeaseLost,
     NotVoted,
+    RateLimitReached,
     RequestNotFound,
     SubmissionRejected,
     VotingClosed,
@@ -238,8 +241,14 @@ def test_rate_limit_is_enforced_inside_the_insert(app, clock):
     limit = RateLimit(count=2, since=clock.now.replace(year=2025), window_days=7)
     app.requests.create(new_request(model="org/a"), clock(), limit)
     app.requests.create(new_request(model="org/b"), clock(), limit)
-    with pytest.raises(SubmissionRejected) as caught:
+    clock.advance(3600)
+    with pytest.raises(RateLimitReached) as caught:
         app.requests.create(new_request(model="org/c"), clock(), limit)
-    assert caught.value.rule == "rate-limit"
-    assert "namespace 'org' already has 2 submissions" in caught.value.message
+    # The repository states the fact; the error words the rule, its fix and when the window frees.
+    reached = caught.value
+    assert (reached.namespace, reached.count, reached.limit, reached.window_days) == ("org", 2, 2, 7)
+    assert reached.frees_at == clock.now - timedelta(seconds=3600) + timedelta(days=7)
+    assert isinstance(reached, SubmissionRejected) and reached.rule == "rate-limit"
+    assert "namespace 'org' already has 2 submissions in the last 7 days (limit 2)" in reached.message
+    assert reached.fix.startswith("wait until 2026-01-08 12:00:00 UTC")
     app.requests.create(new_request(model="other/c"), clock(), limit)
