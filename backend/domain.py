@@ -126,7 +126,11 @@ class EvalRequest:
     heartbeat_at: datetime | None = None
     started_at: datetime | None = None
     job_id: str | None = None  # the executor's id of the current (or last) run: a Slurm job id
+    # While FAILED: why, in words its author can act on (shown to everyone, no server paths), and the
+    # failed run's log: its tail (for the submitter and admins) and its path on the server (admins).
     failure_reason: str | None = None
+    failure_log_path: str | None = None
+    failure_log_tail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,8 +141,10 @@ class HistoryEntry:
     from_status: Status | None  # None for the creation
     to_status: Status
     actor: str
-    reason: str | None
+    reason: str | None  # only the reason: a failed run's log is in the two fields below
     at: datetime
+    log_path: str | None = None  # a failed run's log on the server (admins)
+    log_tail: str | None = None  # its last lines (the submitter and admins)
 
 
 @dataclass(frozen=True)

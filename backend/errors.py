@@ -7,6 +7,8 @@ HTTP status for the API.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class LeaderboardError(Exception):
     """Something went wrong in the leaderboard backend."""
@@ -194,3 +196,24 @@ class NotListed(LeaderboardError):
 
     http_status = 404
     code = "not_listed"
+
+
+class RateLimitReached(SubmissionRejected):
+    """The model's namespace has used up its submissions for the rolling window: wait until the oldest one
+    leaves it, or ask an admin to register the namespace as an official provider."""
+
+    def __init__(
+        self, namespace: str, count: int, limit: int, window_days: float, frees_at: datetime
+    ) -> None:
+        self.namespace = namespace
+        self.count = count
+        self.limit = limit
+        self.window_days = window_days
+        self.frees_at = frees_at
+        super().__init__(
+            "rate-limit",
+            f"namespace '{namespace}' already has {count} submissions in the last {window_days:g} days "
+            f"(limit {limit})",
+            f"wait until {frees_at:%Y-%m-%d %H:%M:%S} UTC, when the oldest one leaves the window, or ask an "
+            "admin to register the namespace as an official provider",
+        )

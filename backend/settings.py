@@ -116,6 +116,20 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(
         30.0, gt=0, description="How long an idle worker waits between claims."
     )
+    store_retry_attempts: int = Field(
+        8,
+        ge=1,
+        description="Attempts to record an ended run (its result with the FINISHED transition, or its failure) "
+        "while the database is unavailable; the result is on disk, so it is kept, not re-run.",
+    )
+    store_retry_base_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="Wait before the second attempt to record an ended run; doubles with each attempt.",
+    )
+    store_retry_max_seconds: float = Field(
+        60.0, ge=0, description="Longest wait between two attempts to record an ended run."
+    )
     publish_after_evaluation: bool = Field(
         False,
         description="The worker publishes to LEADERBOARD_RESULTS after each evaluation it stores; a failed "

@@ -15,9 +15,8 @@ from backend.api.limits import RateLimiter
 from backend.api.metrics import ApiMetrics
 from backend.api.middleware import AccessLog, BodyLimit
 from backend.app import App
-from backend.hub.identity import HubIdentity
 from backend.leaderboards.config import load_config
-from backend.services.auth import Authenticator
+from backend.services.auth import build_authenticator
 from backend.services.leaderboard import LeaderboardService
 from backend.storage.stats import StatsRepository
 from backend.storage.tokens import TokenRepository
@@ -28,17 +27,6 @@ Writes need `Authorization: Bearer <token>`: a Hugging Face token (verified with
 issued by `leaderboard admin token create USER [--admin]`. Every error has one shape:
 `{"error": {"code": ..., "message": ..., "status": ...}}`.
 """
-
-
-def authenticator(app: App) -> Authenticator:
-    settings = app.settings
-    return Authenticator(
-        TokenRepository(app.db),
-        HubIdentity() if settings.api_hub_auth else None,
-        frozenset(name.strip() for name in settings.api_admins.split(",") if name.strip()),
-        settings.api_token_cache_seconds,
-        app.clock,
-    )
 
 
 class Background(Protocol):
@@ -67,7 +55,7 @@ def create_api(app: App, background: Sequence[Background] = ()) -> FastAPI:
                 await asyncio.to_thread(service.shutdown)
 
     api = FastAPI(title="Leaderboard backend", version="1", description=DESCRIPTION, lifespan=lifespan)
-    auth = authenticator(app)
+    auth = build_authenticator(settings, TokenRepository(app.db), app.clock)
     limiter = RateLimiter(
         {
             "vote": (settings.api_votes_per_minute, 60.0),
@@ -87,7 +75,8 @@ def create_api(app: App, background: Sequence[Background] = ()) -> FastAPI:
     api.include_router(routes_public.build(settings.max_page_size, leaderboard.columns))
     api.include_router(routes_writes.build())
     api.include_router(routes_admin.build())
-    # Outermost last: the access log sees the 413s of the body limit too.
+    # Outermost last: the access log sees the 413s of the body limit and the 500s of unexpected errors.
+    api.add_middleware(errors.UnexpectedErrors)
     api.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     api.add_middleware(AccessLog, requests_counter=metrics.requests, latency=metrics.latency)
     return api

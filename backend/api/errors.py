@@ -2,11 +2,12 @@
 
 LeaderboardError carries its own code and status; validation errors name the fields (never echoing the
 values sent); unknown routes and methods get the same shape; anything unexpected is a 500 with no detail,
-its traceback logged on the server only.
+its traceback logged on the server only, once. No message names a path of the server.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -16,23 +17,39 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.errors import LeaderboardError, RateLimited, SubmissionRejected
+from backend.services.redact import strip_server_paths
 
 log = logging.getLogger(__name__)
 
 _CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request"}
 
 
+def error_body(status: int, code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The one error shape. Messages (and a rejection's fix) reach the client without server paths."""
+    extra = {k: strip_server_paths(v) if isinstance(v, str) else v for k, v in extra.items() if v}
+    return {"error": {"code": code, "message": strip_server_paths(message), "status": status, **extra}}
+
+
+def error_json(status: int, code: str, message: str) -> bytes:
+    """The one error shape as bytes, for answers sent below FastAPI (middleware, the HTTP protocol)."""
+    return json.dumps(error_body(status, code, message)).encode()
+
+
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
-    body = {"code": code, "message": message, "status": status, **{k: v for k, v in extra.items() if v}}
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
+    return JSONResponse(error_body(status, code, message, **extra), status_code=status, headers=headers)
 
 
 def _count(request: Request, code: str) -> None:
-    errors = getattr(request.app.state, "error_counter", None)
+    count_error(request.app, code)
+
+
+def count_error(app: Any, code: str) -> None:
+    errors = getattr(app.state, "error_counter", None)
     if errors is not None:
         errors.labels(code=code).inc()
 
@@ -92,8 +109,33 @@ def install(api: FastAPI) -> None:
             headers = {"Allow": ", ".join(_allowed_methods(request))}
         return error_response(exc.status_code, code, str(message), headers)
 
-    @api.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        _count(request, "internal_error")
-        log.exception("unexpected error", extra={"path": request.url.path})
-        return error_response(500, "internal_error", "internal error: it is logged on the server")
+
+class UnexpectedErrors:
+    """The last resort, innermost of the middleware: an exception no handler knows becomes a 500 in the one
+    shape, logged here once with its traceback. (A handler for Exception would run in Starlette's
+    ServerErrorMiddleware, which re-raises the exception for the server to log it a second time.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unexpected error", extra={"path": scope["path"]})
+            if "app" in scope:
+                count_error(scope["app"], "internal_error")
+            if not started:  # else the client sees the answer cut short; nothing else can be sent
+                response = error_response(500, "internal_error", "internal error: it is logged on the server")
+                await response(scope, receive, send)

@@ -6,22 +6,28 @@ headers, and so tokens, are never logged.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from backend.api.errors import error_json
 
 access_log = logging.getLogger("backend.api.access")
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised while the body is read: an HTTPException, so FastAPI passes it on as it is (any other error
+    while reading a body it turns into a 400) and the error handler renders it in the one shape."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, too_large_message(max_bytes))
 
 
-def _error_body(status: int, code: str, message: str) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message, "status": status}}).encode()
+def too_large_message(max_bytes: int) -> str:
+    return f"the request body is over {max_bytes} bytes, the most accepted"
 
 
 class BodyLimit:
@@ -53,7 +59,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -69,9 +75,7 @@ class BodyLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = _error_body(
-            413, "payload_too_large", f"the request body is over {self.max_bytes} bytes, the most accepted"
-        )
+        body = error_json(413, "payload_too_large", too_large_message(self.max_bytes))
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

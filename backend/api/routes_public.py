@@ -11,8 +11,8 @@ from backend.api.deps import OPTIONAL_AUTH, Ctx, MaybeUser
 from backend.api.responses import READ, errors
 from backend.api.schemas import (
     Health,
-    HistoryOut,
     LeaderboardPage,
+    LogView,
     QueuePage,
     RequestDetailOut,
     RequestOut,
@@ -75,19 +75,16 @@ def build(max_page_size: int, columns: list[str]) -> APIRouter:
         tags=["queue"],
     )
     def request_detail(request_id: RequestId, ctx: Ctx, caller: MaybeUser) -> RequestDetailOut:
-        """A request's status, history and voters. A failed request's reason is shown to everyone; the end of
-        its log only to its submitter and admins."""
+        """A request's status, history and voters. A failed run's reason is shown to everyone; the end of
+        its log to the request's submitter and admins; where the log is on the server to admins only."""
         detail = ctx.app.queue.detail(request_id)
-        reason, log_tail = _split_failure(detail.request.failure_reason)
-        if caller is None or not (caller.is_admin or caller.user == detail.request.sender):
-            log_tail = None
-        return RequestDetailOut(
-            request=RequestOut.of(detail.request),
-            history=[HistoryOut.of(h) for h in detail.history],
-            voters=list(detail.voters),
-            failure_reason=reason,
-            log_tail=log_tail,
-        )
+        if caller is not None and caller.is_admin:
+            view = LogView.FULL
+        elif caller is not None and caller.user == detail.request.sender:
+            view = LogView.TAIL
+        else:
+            view = LogView.NONE
+        return RequestDetailOut.of(detail, view)
 
     @router.get("/api/leaderboard", response_model=LeaderboardPage, responses=READ, tags=["results"])
     def leaderboard(
@@ -144,11 +141,3 @@ def build(max_page_size: int, columns: list[str]) -> APIRouter:
         return Response(data, media_type=MEDIA_TYPES[fmt])
 
     return router
-
-
-def _split_failure(failure: str | None) -> tuple[str | None, str | None]:
-    """A stored failure is "<reason>\\n\\nlog: <path>\\n--- last lines of the log ---\\n<tail>"."""
-    if not failure:
-        return None, None
-    reason, _, log = failure.partition("\n\nlog: ")
-    return reason, (f"log: {log}" if log else None)

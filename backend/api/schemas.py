@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 from typing import Any
 
@@ -13,9 +14,11 @@ from backend.domain import (
     HistoryEntry,
     ModelType,
     Precision,
+    RequestDetail,
     Status,
     WeightType,
 )
+from backend.services.redact import strip_server_paths
 
 # The domain's repo-id rules, less its ban on '--' and '..' (no look-arounds in the spec's regex dialect).
 MODEL_ID = rf"^{REPO_PART_PLAIN}/{REPO_PART_PLAIN}$"
@@ -92,27 +95,70 @@ class QueuePage(BaseModel):
     next_offset: int | None = Field(description="Where the next page starts; null on the last page.")
 
 
+class LogView(enum.Enum):
+    """How much of a failed run's log a caller may read."""
+
+    NONE = "none"  # anyone: the reason only
+    TAIL = "tail"  # the submitter: the log's last lines, server paths reduced to file names
+    FULL = "full"  # admins: the tail as it is, and the log's path on the server
+
+
+def _tail(tail: str | None, view: LogView) -> str | None:
+    if tail is None or view is LogView.NONE:
+        return None
+    return tail if view is LogView.FULL else strip_server_paths(tail)
+
+
+def _reason(reason: str | None) -> str | None:
+    return None if reason is None else strip_server_paths(reason)
+
+
 class HistoryOut(BaseModel):
     from_status: Status | None
     to_status: Status
     actor: str
-    reason: str | None
+    reason: str | None = Field(description="Why the status changed (a failure's reason, never its log).")
     at: datetime
+    log_tail: str | None = Field(
+        None,
+        description="The end of the log of the failed run that caused this change (submitter and admins).",
+    )
+    log_path: str | None = Field(None, description="Where that log is on the server (admins only).")
 
     @classmethod
-    def of(cls, entry: HistoryEntry) -> HistoryOut:
-        return cls(**{name: getattr(entry, name) for name in cls.model_fields})
+    def of(cls, entry: HistoryEntry, view: LogView = LogView.NONE) -> HistoryOut:
+        return cls(
+            from_status=entry.from_status,
+            to_status=entry.to_status,
+            actor=entry.actor,
+            reason=_reason(entry.reason),
+            at=entry.at,
+            log_tail=_tail(entry.log_tail, view),
+            log_path=entry.log_path if view is LogView.FULL else None,
+        )
 
 
 class RequestDetailOut(BaseModel):
     request: RequestOut
     history: list[HistoryOut]
     voters: list[str]
-    failure_reason: str | None = Field(
-        description="Why the request failed: the reason for everyone; with the log tail for its submitter "
-        "and admins."
-    )
+    failure_reason: str | None = Field(description="Why the request failed, for everyone.")
     log_tail: str | None = Field(description="The end of the failed run's log (submitter and admins only).")
+    log_path: str | None = Field(
+        None, description="Where the failed run's log is on the server (admins only)."
+    )
+
+    @classmethod
+    def of(cls, detail: RequestDetail, view: LogView) -> RequestDetailOut:
+        request = detail.request
+        return cls(
+            request=RequestOut.of(request),
+            history=[HistoryOut.of(h, view) for h in detail.history],
+            voters=list(detail.voters),
+            failure_reason=_reason(request.failure_reason),
+            log_tail=_tail(request.failure_log_tail, view),
+            log_path=request.failure_log_path if view is LogView.FULL else None,
+        )
 
 
 class VoteOut(BaseModel):

@@ -11,7 +11,8 @@ import click
 
 from backend.app import App
 from backend.cli.common import console, emit, handle_errors, open_app
-from backend.services.auth import Authenticator
+from backend.services.auth import Authenticator, build_authenticator
+from backend.storage.tokens import TokenRepository
 
 
 @click.command()
@@ -31,9 +32,8 @@ def serve(host: str, port: int, with_scheduler: bool) -> None:
 
     Every request is logged (method, path, status, duration, user; never headers or tokens).
     """
-    import uvicorn
-
     from backend.api.app import create_api
+    from backend.api.server import run
 
     logging.getLogger("backend.api.access").setLevel(logging.INFO)
     app = open_app()
@@ -48,7 +48,7 @@ def serve(host: str, port: int, with_scheduler: bool) -> None:
             f"serving the leaderboard API on http://{host}:{port} (database: {app.db.engine.url!r}; "
             f"scheduler: {'on' if background else 'off'})"
         )
-        uvicorn.run(api, host=host, port=port, access_log=False, log_config=None, server_header=False)
+        run(api, host, port)
     finally:
         app.close()
 
@@ -59,10 +59,8 @@ def token() -> None:
 
 
 def _auth() -> tuple[App, Authenticator]:
-    from backend.api.app import authenticator
-
     app = open_app()
-    return app, authenticator(app)
+    return app, build_authenticator(app.settings, TokenRepository(app.db), app.clock)
 
 
 @token.command("create")

@@ -54,17 +54,27 @@ def queue_table(requests: list[EvalRequest], title: str) -> Table:
 
 
 def print_detail(console: Console, detail: RequestDetail) -> None:
+    """Everything about a request, on the server's own terminal: the failure's log path and tail too."""
     r = detail.request
     console.print(
-        f"[bold]request {r.id}[/bold]: {r.model} @ {r.sha} ({r.precision}, {r.weight_type}, {r.model_type})"
+        f"[bold]request {r.id}[/bold]: {r.model} @ {r.sha} ({r.precision}, {r.weight_type}, {r.model_type})",
+        markup=True,
     )
     console.print(f"status {r.status}, {r.votes} votes, {r.attempts} attempts, submitted by {r.sender}")
     if r.failure_reason:
-        console.print(f"failure: {r.failure_reason}")
+        console.print(f"failure: {r.failure_reason}", markup=False)
     for h in detail.history:
         console.print(
-            f"  {h.at:%Y-%m-%d %H:%M:%S} {h.from_status or '-'} -> {h.to_status} by {h.actor}: {h.reason or ''}"
+            f"  {h.at:%Y-%m-%d %H:%M:%S} {h.from_status or '-'} -> {h.to_status} by {h.actor}: {h.reason or ''}",
+            markup=False,
         )
+        if h.log_path:
+            console.print(f"    log: {h.log_path}", markup=False)
+    if r.failure_log_path:
+        console.print(f"log: {r.failure_log_path}", markup=False)
+    if r.failure_log_tail:
+        console.print("--- last lines of the log ---", markup=False)
+        console.print(r.failure_log_tail, markup=False, highlight=False)
 
 
 def scores_table(title: str, score_columns: list[str], rows: list[dict[str, Any]]) -> Table:

@@ -211,7 +211,7 @@ class SlurmExecutor:
         if missing:
             listing.update(self._accounting(missing))
         return {
-            job_id: self._status(job_id, attempt_dir, *listing.get(job_id, ("", "")))
+            job_id: job_status(job_id, attempt_dir, *listing.get(job_id, ("", "")))
             for job_id, attempt_dir in jobs.items()
         }
 
@@ -259,36 +259,6 @@ class SlurmExecutor:
                 answer[parts[0]] = (parts[1].split()[0], f"exit code {parts[2]}")
         return answer
 
-    def _status(self, job_id: str, attempt_dir: Path, state: str, reason: str) -> JobStatus:
-        detail = f"Slurm job {job_id}: {state or 'unknown to the controller'}" + (
-            f" ({reason})" if reason and reason != "None" else ""
-        )
-        if state in ALIVE:
-            return JobStatus(ALIVE[state], detail=detail)
-        if state in OUTSIDE_ENDS:
-            return JobStatus(
-                JobState.ENDED,
-                failure=Failure(f"{OUTSIDE_ENDS[state]} ({detail})", transient=True),
-                detail=detail,
-            )
-        if state in ("TIMEOUT", "DEADLINE"):
-            return JobStatus(JobState.ENDED, timed_out=True, detail=detail)
-        returncode = _exit_code(attempt_dir)
-        if state in ("COMPLETED", "FAILED"):
-            return JobStatus(
-                JobState.ENDED, returncode=returncode if returncode is not None else 1, detail=detail
-            )
-        if returncode is not None:  # purged from the controller, no accounting: its own record says it ended
-            return JobStatus(JobState.ENDED, returncode=returncode, detail=detail)
-        return JobStatus(
-            JobState.ENDED,
-            failure=Failure(
-                f"the Slurm job {job_id} is gone without a result (lost node or purged by the controller)",
-                transient=True,
-            ),
-            detail=detail,
-        )
-
     def _command(self, argv: list[str], env: dict[str, str] | None = None) -> str:
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, check=False)
@@ -297,3 +267,36 @@ class SlurmExecutor:
         if done.returncode != 0:
             raise ExecutorError(f"`{' '.join(argv)}` failed: {(done.stderr or done.stdout).strip()[:500]}")
         return done.stdout
+
+
+def job_status(job_id: str, attempt_dir: Path, state: str, reason: str) -> JobStatus:
+    """How a job stands from what Slurm says of it (``state``, ``reason``; empty when the controller and
+    accounting no longer know it) and, when that is not enough, from the exit code its attempt folder keeps."""
+    detail = f"Slurm job {job_id}: {state or 'unknown to the controller'}" + (
+        f" ({reason})" if reason and reason != "None" else ""
+    )
+    if state in ALIVE:
+        return JobStatus(ALIVE[state], detail=detail)
+    if state in OUTSIDE_ENDS:
+        return JobStatus(
+            JobState.ENDED,
+            failure=Failure(f"{OUTSIDE_ENDS[state]} ({detail})", transient=True),
+            detail=detail,
+        )
+    if state in ("TIMEOUT", "DEADLINE"):
+        return JobStatus(JobState.ENDED, timed_out=True, detail=detail)
+    returncode = _exit_code(attempt_dir)
+    if state in ("COMPLETED", "FAILED"):
+        return JobStatus(
+            JobState.ENDED, returncode=returncode if returncode is not None else 1, detail=detail
+        )
+    if returncode is not None:  # purged from the controller, no accounting: its own record says it ended
+        return JobStatus(JobState.ENDED, returncode=returncode, detail=detail)
+    return JobStatus(
+        JobState.ENDED,
+        failure=Failure(
+            f"the Slurm job {job_id} is gone without a result (lost node or purged by the controller)",
+            transient=True,
+        ),
+        detail=detail,
+    )

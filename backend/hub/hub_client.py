@@ -64,8 +64,10 @@ class HubModelSource:
         token: str | None = None,
         cache_dir: Path | None = None,
         timeout: float = 10.0,
+        api: HfApi | None = None,
     ) -> None:
-        self._api = HfApi(endpoint=endpoint, token=token)
+        """``api``: the huggingface_hub client to ask (default: one for ``endpoint`` and ``token``)."""
+        self._api = api or HfApi(endpoint=endpoint, token=token)
         self._cache_dir = cache_dir
         self._timeout = timeout
 

@@ -17,7 +17,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from backend.domain import EvalRequest, Status
+from backend.domain import EvalRequest
 from backend.errors import IllegalTransition, LeaderboardError, LeaseLost
 from backend.evaluation.runner import RunSpec
 from backend.executors.interface import (
@@ -37,7 +37,6 @@ class RunCoordinator:
     def __init__(self, evaluation: EvaluationService, executor: Executor, scheduler_id: str) -> None:
         self.evaluation = evaluation
         self.queue = evaluation.queue
-        self.requests = evaluation.queue.requests
         self.executor = executor
         self.scheduler_id = scheduler_id
         self.own_prefix = f"{executor.kind}:{scheduler_id}:"
@@ -50,7 +49,7 @@ class RunCoordinator:
         """Claim and start requests while the executor has free slots; returns those started."""
         started: list[EvalRequest] = []
         with self._lock:
-            while self.executor.free_slots(self.requests.running(self.watched_prefix)) > 0:
+            while self.executor.free_slots(self.queue.running(self.watched_prefix)) > 0:
                 request = self.queue.claim(self.own_prefix + uuid.uuid4().hex[:12])
                 if request is None:
                     break
@@ -69,18 +68,14 @@ class RunCoordinator:
             job = self.executor.submit(request, spec, attempt, env)
         except ExecutorError as exc:  # not the request's fault: back to the queue, the attempt not counted
             log.warning("run not started", extra={"request_id": request.id, "error": exc.message})
-            self.requests.transition(
+            self.queue.release_unstarted(
                 request.id,
-                Status.PENDING,
-                actor=request.worker_id,
-                reason=f"the {self.executor.kind} executor could not start the run: {exc.message}",
-                now=self.queue.clock(),
-                worker_id=request.worker_id,
-                values={"attempts": request.attempts - 1},
+                request.worker_id,
+                f"the {self.executor.kind} executor could not start the run: {exc.message}",
             )
             return False
         try:
-            self.requests.set_job_id(request.id, request.worker_id, job.job_id)
+            self.queue.started(request.id, request.worker_id, job.job_id)
         except LeaseLost:  # cancelled between the claim and the start
             self.executor.cancel(job.job_id)
             self.executor.release(job.job_id)
@@ -101,7 +96,7 @@ class RunCoordinator:
         """Renew the lease of every watched run whose job is alive, take back stalled requests, and stop
         jobs whose request moved on."""
         with self._lock:
-            running = [r for r in self.requests.running(self.watched_prefix) if r.job_id]
+            running = [r for r in self.queue.running(self.watched_prefix) if r.job_id]
             statuses = self._statuses(running)
             for request in running:
                 assert request.job_id is not None and request.worker_id is not None
@@ -116,7 +111,7 @@ class RunCoordinator:
         jobs = self.executor.live_jobs()
         if not jobs:
             return
-        holders = {r.id: lease_token(r.worker_id) for r in self.requests.running(f"{self.executor.kind}:")}
+        holders = {r.id: lease_token(r.worker_id) for r in self.queue.running(f"{self.executor.kind}:")}
         for job in jobs:
             parsed = parse_job_name(job.name)
             if parsed is None or holders.get(parsed[0]) == parsed[1]:
@@ -133,7 +128,7 @@ class RunCoordinator:
         """Record every watched run whose job has ended; returns the requests as they now stand."""
         collected: list[EvalRequest] = []
         with self._lock:
-            running = [r for r in self.requests.running(self.watched_prefix) if r.job_id]
+            running = [r for r in self.queue.running(self.watched_prefix) if r.job_id]
             statuses = self._statuses(running)
             for request in running:
                 assert request.job_id is not None
@@ -159,9 +154,23 @@ class RunCoordinator:
             OSError,
             ValueError,
         ) as exc:  # not on this scheduler's disk (LEADERBOARD_WORK_DIR not shared?)
-            reason = f"the run's files cannot be read at {attempt}: {exc}; is LEADERBOARD_WORK_DIR shared?"
+            log.warning(
+                "run files unreadable",
+                extra={"request_id": request.id, "attempt": str(attempt), "error": str(exc)},
+            )
+            reason = (
+                "the run's files cannot be read by the scheduler that collected it; an admin should check "
+            )
+            reason += "that LEADERBOARD_WORK_DIR is shared by every node"
             try:
-                return self.queue.fail(request.id, request.worker_id, reason, transient=True)
+                return self.queue.fail(
+                    request.id,
+                    request.worker_id,
+                    reason,
+                    transient=True,
+                    log_path=str(attempt / "run.log"),
+                    log_tail=f"{type(exc).__name__}: {exc}",
+                )
             except (LeaseLost, IllegalTransition):
                 return None
         result = self.evaluation.runner.result(
@@ -197,7 +206,7 @@ class RunCoordinator:
         cluster's jobs keep running for the next scheduler to collect."""
         with self._lock:
             stopped = set(self.executor.shutdown())
-            for request in self.requests.running(self.own_prefix):
+            for request in self.queue.running(self.own_prefix):
                 if request.job_id in stopped and request.worker_id is not None:
                     try:
                         self.queue.fail(

@@ -2,8 +2,12 @@
 
 Two kinds of token. API tokens (``lb_...``, `leaderboard admin token create`) are looked up by hash in the
 database: air-gapped deployments and tests. Any other token is taken for a Hugging Face token and verified
-with the Hub's whoami (when enabled); the answer is cached briefly, keyed by the token's hash, so the
-Hub's rate limit is not hit on every vote. Hub users named in LEADERBOARD_API_ADMINS are admins.
+with the Hub's whoami (when Hub sign-in is on); the answer is cached briefly, keyed by the token's hash, so
+the Hub's rate limit is not hit on every vote. Hub users named in LEADERBOARD_API_ADMINS are admins.
+
+Hub sign-in is off with LEADERBOARD_API_HUB_AUTH=false, and when huggingface_hub is offline (HF_HUB_OFFLINE):
+the Hub cannot be asked then, so a token that is not an API token is simply not valid (401), never "the Hub
+cannot be reached" (503).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from backend.errors import Forbidden, InvalidInput, Unauthorized
-from backend.hub.identity import IdentityProvider
+from backend.hub.identity import HubIdentity, IdentityProvider
 from backend.services.submissions import check_user
+from backend.settings import Settings
 from backend.storage.tokens import TOKEN_PREFIX, ApiToken, TokenRepository, token_hash
 
 log = logging.getLogger(__name__)
@@ -72,7 +77,8 @@ class Authenticator:
     def _hub_identity(self, token: str) -> Identity:
         if self.hub is None:
             raise Unauthorized(
-                "Hugging Face tokens are not accepted by this deployment: ask an admin for an API token"
+                "this token is not a valid API token, and Hub sign-in is off on this deployment (Hugging Face "
+                "tokens are not accepted): ask an admin for an API token"
             )
         key = token_hash(token)
         now = self.monotonic()
@@ -101,3 +107,24 @@ class Authenticator:
         record = self.tokens.revoke(token_id, self.clock())
         log.info("api token revoked", extra={"token_id": token_id, "user": record.user})
         return record
+
+
+def hub_sign_in(settings: Settings) -> bool:
+    """Whether Hugging Face tokens are verified with the Hub: LEADERBOARD_API_HUB_AUTH, unless
+    huggingface_hub is offline (HF_HUB_OFFLINE), when the Hub cannot be asked."""
+    from huggingface_hub import constants
+
+    return settings.api_hub_auth and not constants.HF_HUB_OFFLINE
+
+
+def build_authenticator(
+    settings: Settings, tokens: TokenRepository, clock: Callable[[], datetime]
+) -> Authenticator:
+    """The authenticator the settings describe: for the HTTP API, and for the CLI's token commands."""
+    return Authenticator(
+        tokens,
+        HubIdentity() if hub_sign_in(settings) else None,
+        frozenset(name.strip() for name in settings.api_admins.split(",") if name.strip()),
+        settings.api_token_cache_seconds,
+        clock,
+    )

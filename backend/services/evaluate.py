@@ -2,28 +2,35 @@
 
 claim -> run (child process, heartbeat thread holding the lease) -> parse -> normalize -> store scores,
 raw results and per-sample details with the FINISHED transition, in one transaction. A failed run goes back
-to the queue when its cause is transient and attempts remain, else it fails with a reason and the log tail.
+to the queue when its cause is transient and attempts remain, else it fails with a reason (no server
+paths: everyone reads it), and its log path and tail beside it. An ended run is recorded through a database
+outage (retried with backoff): its outcome is on disk, and dropping it would re-run the request after its
+lease expired, using up an attempt.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from backend.domain import EvalRequest
 from backend.errors import LeaderboardError, LeaseLost
 from backend.evaluation.runner import Runner, RunResult, RunSpec
+from backend.retry import Backoff
 from backend.services.queue import QueueService
+from backend.services.redact import strip_server_paths
 from backend.settings import Settings
 from backend.storage.database import DatabaseUnavailable
 from backend.storage.evaluations import AlreadyEvaluated, Evaluation, EvaluationRepository
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Lease(threading.Thread):
@@ -65,10 +72,16 @@ class EvaluationService:
         clock: Callable[[], datetime],
         runner: Runner | None = None,
         publish: Callable[[], object] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         """``publish``, when given, is called after each evaluation stored (LEADERBOARD_PUBLISH_AFTER_EVALUATION);
-        its failures are logged, never fatal: what it could not deliver waits in the outbox."""
+        its failures are logged, never fatal: what it could not deliver waits in the outbox. ``sleep`` waits
+        between two attempts to record an ended run (LEADERBOARD_STORE_RETRY_*)."""
         self.settings = settings
+        self.store_retry = Backoff(
+            settings.store_retry_attempts, settings.store_retry_base_seconds, settings.store_retry_max_seconds
+        )
+        self.sleep = sleep
         self.publish = publish
         self.queue = queue
         self.evaluations = evaluations
@@ -84,7 +97,7 @@ class EvaluationService:
         average = columns(config)[-1]
         rows: list[dict[str, Any]] = []
         for evaluation in self.evaluations.latest(config.name):
-            request = self.queue.requests.get(evaluation.request_id)
+            request = self.queue.get(evaluation.request_id)
             rows.append(
                 {
                     "request": request.id,
@@ -161,7 +174,7 @@ class EvaluationService:
             lease.stop()
         if lease.lost.is_set():
             log.warning("run abandoned: lease lost", extra={"request_id": request.id, "worker": worker_id})
-            return self.queue.requests.get(request.id)
+            return self.queue.get(request.id)
         return self.finish_run(request, spec, result, worker_id)
 
     def attempt_dir(self, request: EvalRequest) -> Path:
@@ -173,7 +186,11 @@ class EvaluationService:
     ) -> EvalRequest:
         """Record an ended run, however it was executed (in this process, a scheduler's local child, a Slurm
         job): its scores with the FINISHED transition, or its failure by the retry policy. Raises LeaseLost
-        when ``worker_id`` no longer holds the request and the run failed (nothing is recorded then)."""
+        when ``worker_id`` no longer holds the request and the run failed (nothing is recorded then).
+
+        A database outage is waited out (LEADERBOARD_STORE_RETRY_*); DatabaseUnavailable only once the
+        attempts are spent. Every write is guarded on the lease and a result is unique per request, so an
+        attempt whose commit was lost with the connection is never recorded twice."""
         if result.ok:
             try:
                 evaluation = self.build_evaluation(request, spec, result, worker_id)
@@ -182,15 +199,43 @@ class EvaluationService:
                     request, worker_id, f"the results could not be scored: {exc.message}", False, result
                 )
             try:
-                self.evaluations.store_and_finish(evaluation, self.clock())
+                self._recording(
+                    request.id, lambda: self.evaluations.store_and_finish(evaluation, self.clock())
+                )
             except (LeaseLost, AlreadyEvaluated) as exc:  # another worker took over: its result counts
                 log.warning("result discarded", extra={"request_id": request.id, "reason": exc.message})
-                return self.queue.requests.get(request.id)
+                return self._recording(request.id, lambda: self.queue.get(request.id))
             log.info("request finished", extra={"request_id": request.id, "model": request.model})
             self._publish(request)
-            return self.queue.requests.get(request.id)
+            return self._recording(request.id, lambda: self.queue.get(request.id))
         assert result.failure is not None
         return self._fail(request, worker_id, result.failure.reason, result.failure.transient, result)
+
+    def _recording(self, request_id: int, record: Callable[[], T]) -> T:
+        """``record()``, attempted again while the database is unavailable, with backoff."""
+        backoff = self.store_retry
+        for attempt in range(1, backoff.attempts + 1):
+            try:
+                return record()
+            except DatabaseUnavailable as exc:
+                if attempt == backoff.attempts:
+                    log.error(
+                        "the ended run could not be recorded: the database stayed unavailable",
+                        extra={"request_id": request_id, "attempts": attempt, "error": exc.message},
+                    )
+                    raise
+                delay = backoff.delay(attempt)
+                log.warning(
+                    "database unavailable while recording the ended run; retrying",
+                    extra={
+                        "request_id": request_id,
+                        "attempt": attempt,
+                        "delay_s": delay,
+                        "error": exc.message,
+                    },
+                )
+                self.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _publish(self, request: EvalRequest) -> None:
         if self.publish is None:
@@ -208,8 +253,19 @@ class EvaluationService:
     def _fail(
         self, request: EvalRequest, worker_id: str, reason: str, transient: bool, result: RunResult
     ) -> EvalRequest:
-        detail = f"{reason}\n\nlog: {result.log_path}\n--- last lines of the log ---\n{result.log_tail}"
-        return self.queue.fail(request.id, worker_id, detail, transient=transient)
+        """Record a failed run: the reason for everyone (the errors it quotes may name files by their paths
+        on this server: only their names are kept), the log's path and tail apart from it."""
+        return self._recording(
+            request.id,
+            lambda: self.queue.fail(
+                request.id,
+                worker_id,
+                strip_server_paths(reason),
+                transient=transient,
+                log_path=str(result.log_path),
+                log_tail=result.log_tail or None,
+            ),
+        )
 
     def build_evaluation(
         self, request: EvalRequest, spec: RunSpec, result: RunResult, worker_id: str

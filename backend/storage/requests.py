@@ -25,7 +25,7 @@ from backend.domain import (
     WeightType,
     namespace_of,
 )
-from backend.errors import AlreadySubmitted, IllegalTransition, LeaseLost, RequestNotFound, SubmissionRejected
+from backend.errors import AlreadySubmitted, IllegalTransition, LeaseLost, RateLimitReached, RequestNotFound
 from backend.storage.database import Database
 from backend.storage.schema import request_history, requests, votes
 
@@ -84,7 +84,16 @@ def row_to_request(row: RowMapping) -> EvalRequest:
         started_at=row["started_at"],
         job_id=row["job_id"],
         failure_reason=row["failure_reason"],
+        failure_log_path=row["failure_log_path"],
+        failure_log_tail=row["failure_log_tail"],
     )
+
+
+def _failure(to: Status, reason: str | None, log_path: str | None, log_tail: str | None) -> dict[str, Any]:
+    """The request's failure fields after a move to ``to``: set while FAILED, cleared by any other move."""
+    if to is Status.FAILED:
+        return {"failure_reason": reason, "failure_log_path": log_path, "failure_log_tail": log_tail}
+    return {"failure_reason": None, "failure_log_path": None, "failure_log_tail": None}
 
 
 def _is_active_duplicate(exc: IntegrityError) -> bool:
@@ -159,14 +168,8 @@ class RequestRepository:
         ).one()
         count, oldest = recent
         if count >= limit.count:
-            frees_at = (oldest + timedelta(days=limit.window_days)).strftime("%Y-%m-%d %H:%M:%S")
-            raise SubmissionRejected(
-                "rate-limit",
-                f"namespace '{namespace}' already has {count} submissions in the last {limit.window_days:g} "
-                f"days (limit {limit.count})",
-                f"wait until {frees_at} UTC, when the oldest one leaves the window, or ask an admin to register "
-                "the namespace as an official provider",
-            )
+            frees_at = oldest + timedelta(days=limit.window_days)
+            raise RateLimitReached(namespace, count, limit.count, limit.window_days, frees_at)
 
     # -- reads --------------------------------------------------------------------------------------
     def get(self, request_id: int) -> EvalRequest:
@@ -193,7 +196,7 @@ class RequestRepository:
         return None if row is None else row_to_request(row)
 
     def check_rate_limit(self, namespace: str, limit: RateLimit) -> None:
-        """Raise the rate-limit rejection when ``namespace`` has used up its window."""
+        """Raise RateLimitReached when ``namespace`` has used up its window."""
         with self.db.transaction() as conn:
             self._check_rate_limit(conn, namespace, limit)
 
@@ -234,6 +237,8 @@ class RequestRepository:
                 actor=r["actor"],
                 reason=r["reason"],
                 at=r["at"],
+                log_path=r["log_path"],
+                log_tail=r["log_tail"],
             )
             for r in rows
         ]
@@ -250,9 +255,12 @@ class RequestRepository:
         allowed_from: frozenset[Status] | None = None,
         worker_id: str | None = None,
         values: dict[str, Any] | None = None,
+        log_path: str | None = None,
+        log_tail: str | None = None,
     ) -> EvalRequest:
         """Move a request to ``to`` when its status allows it (and, given ``worker_id``, when that worker
-        holds its lease); raise IllegalTransition, LeaseLost or RequestNotFound otherwise."""
+        holds its lease); raise IllegalTransition, LeaseLost or RequestNotFound otherwise. ``log_path`` and
+        ``log_tail``: the log of the failed run that causes the move, kept beside ``reason``."""
         try:
             with self.db.transaction() as conn:
                 self.transition_in(
@@ -265,6 +273,8 @@ class RequestRepository:
                     allowed_from=allowed_from,
                     worker_id=worker_id,
                     values=values,
+                    log_path=log_path,
+                    log_tail=log_tail,
                 )
         except IntegrityError as exc:
             if not _is_active_duplicate(exc):
@@ -285,8 +295,11 @@ class RequestRepository:
         allowed_from: frozenset[Status] | None = None,
         worker_id: str | None = None,
         values: dict[str, Any] | None = None,
+        log_path: str | None = None,
+        log_tail: str | None = None,
     ) -> None:
-        """The guarded transition inside a caller's transaction (so it can commit with other writes)."""
+        """The guarded transition inside a caller's transaction (so it can commit with other writes). A
+        move to FAILED records ``reason`` and the log as the request's failure; any other move clears it."""
         allowed = allowed_from if allowed_from is not None else TRANSITIONS[to]
         if not allowed <= TRANSITIONS[to]:
             raise IllegalTransition(f"{sorted(allowed - TRANSITIONS[to])} -> {to} is not a transition")
@@ -310,14 +323,19 @@ class RequestRepository:
         guard = [requests.c.id == request_id, requests.c.status == from_status.value]
         if worker_id is not None:
             guard.append(requests.c.worker_id == worker_id)
-        changes = {"status": to.value, "updated_at": now, **(values or {})}
+        changes = {
+            "status": to.value,
+            "updated_at": now,
+            **_failure(to, reason, log_path, log_tail),
+            **(values or {}),
+        }
         if to is not Status.RUNNING:
             changes.setdefault("worker_id", None)
             changes.setdefault("heartbeat_at", None)
         result = conn.execute(update(requests).where(*guard).values(changes))
         if result.rowcount != 1:  # pragma: no cover - the row is locked; this would be a bug
             raise IllegalTransition(f"request {request_id} changed while being moved to {to}")
-        self._record(conn, request_id, from_status, to, actor, reason, now)
+        self._record(conn, request_id, from_status, to, actor, reason, now, log_path, log_tail)
 
     def claim(self, worker_id: str, now: datetime) -> EvalRequest | None:
         """Atomically take the top-ranked pending request and give ``worker_id`` its lease.
@@ -346,8 +364,8 @@ class RequestRepository:
                         started_at=now,
                         updated_at=now,
                         attempts=requests.c.attempts + 1,
-                        failure_reason=None,
                         job_id=None,
+                        **_failure(Status.RUNNING, None, None, None),
                     )
                     .returning(*requests.c)
                 )
@@ -383,6 +401,19 @@ class RequestRepository:
             raise LeaseLost(
                 f"worker {worker_id} no longer holds request {request_id} (lease expired or request cancelled)"
             )
+
+    def release_unstarted(self, request_id: int, worker_id: str, reason: str, now: datetime) -> EvalRequest:
+        """RUNNING -> PENDING under ``worker_id``'s lease, taking back the attempt its claim counted: the run
+        never started. LeaseLost when the worker no longer holds the request."""
+        return self.transition(
+            request_id,
+            Status.PENDING,
+            actor=worker_id,
+            reason=reason,
+            now=now,
+            worker_id=worker_id,
+            values={"attempts": requests.c.attempts - 1},
+        )
 
     def set_job_id(self, request_id: int, worker_id: str, job_id: str) -> None:
         with self.db.transaction() as conn:
@@ -441,7 +472,7 @@ class RequestRepository:
                     worker_id=None,
                     heartbeat_at=None,
                     updated_at=now,
-                    failure_reason=reason if to is Status.FAILED else None,
+                    **_failure(to, reason, None, None),
                 )
             )
             if result.rowcount != 1:
@@ -460,6 +491,8 @@ class RequestRepository:
         actor: str,
         reason: str | None,
         now: datetime,
+        log_path: str | None = None,
+        log_tail: str | None = None,
     ) -> None:
         conn.execute(
             insert(request_history).values(
@@ -469,6 +502,8 @@ class RequestRepository:
                 actor=actor,
                 reason=reason,
                 at=now,
+                log_path=log_path,
+                log_tail=log_tail,
             )
         )
 

@@ -86,7 +86,10 @@ requests = Table(
     Column("heartbeat_at", UTCDateTime, nullable=True),
     Column("started_at", UTCDateTime, nullable=True),
     Column("job_id", String(100), nullable=True),
+    # Why a FAILED request failed, for everyone; the log of the failed run, for its submitter and admins.
     Column("failure_reason", Text, nullable=True),
+    Column("failure_log_path", Text, nullable=True),
+    Column("failure_log_tail", Text, nullable=True),
     CheckConstraint(f"status IN ({_status_values})", name="status"),
     CheckConstraint("votes >= 0", name="votes_non_negative"),
     # The queue: pending requests by votes, then submission order. Serves both the claim and the listing.
@@ -122,6 +125,8 @@ request_history = Table(
     Column("to_status", String(16), nullable=False),
     Column("actor", String(200), nullable=False),
     Column("reason", Text, nullable=True),
+    Column("log_path", Text, nullable=True),  # a failed run's log, on the row of its failure
+    Column("log_tail", Text, nullable=True),
     Column("at", UTCDateTime, nullable=False),
     Index("ix_request_history_request", "request_id", "id"),
 )

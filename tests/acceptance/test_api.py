@@ -153,16 +153,20 @@ def test_tokens_roles_limits_and_one_error_shape(
             app.queue.fail(
                 rid,
                 "w1",
-                "the model weights cannot be read\n\nlog: /runs/1.log\n--- last lines ---\nboom",
+                "the model weights cannot be read",
                 transient=False,
+                log_path="/runs/1/run.log",
+                log_tail="loading\nboom",
             )
         views = {
             name: http.get(f"/api/requests/{rid}", headers=bearer(token) if token else None).json()
             for name, token in (("anonymous", None), ("bob", bob), ("alice", alice), ("root", root))
         }
         assert all(v["failure_reason"] == "the model weights cannot be read" for v in views.values())
+        assert all(v["history"][-1]["reason"] == "the model weights cannot be read" for v in views.values())
         assert views["anonymous"]["log_tail"] is None and views["bob"]["log_tail"] is None
-        assert views["alice"]["log_tail"].endswith("boom") and views["root"]["log_tail"].endswith("boom")
+        assert views["alice"]["log_tail"] == "loading\nboom" and views["root"]["log_tail"] == "loading\nboom"
+        assert [v["log_path"] for v in views.values()] == [None, None, None, "/runs/1/run.log"]
         requeued = http.post(
             f"/api/admin/requests/{rid}/requeue", json={"reason": "fixed"}, headers=bearer(root)
         )

@@ -133,7 +133,8 @@ def test_model_that_cannot_run_fails_with_the_reason_in_the_queue(assets, databa
     failed = json.loads(cli(env, "queue", "--status", "failed", "--json").stdout)
     assert [r["id"] for r in failed] == [request["id"]]
     assert failed[0]["failure_reason"].startswith("the model weights cannot be read")
-    assert "--- last lines of the log ---" in failed[0]["failure_reason"]
+    assert "last lines" not in failed[0]["failure_reason"]  # the log is kept apart from the reason
+    assert failed[0]["failure_log_path"].endswith("attempt-1/run.log") and failed[0]["failure_log_tail"]
     assert failed[0]["attempts"] == 1  # not retried: the cause lies in the submission
     assert "the model weights cannot be read" in cli(env, "queue", "--status", "failed").stdout
 

@@ -9,10 +9,26 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import insert, select
 
 from backend.storage.database import Database
-from backend.storage.requests import RequestRepository
-from backend.storage.schema import evaluations, metadata, publications
+from backend.storage.schema import evaluations, metadata, publications, requests
 
 from .conftest import new_request
+
+
+def old_request(db: Database, now: datetime) -> int:
+    """A request row as the first schema has it (the repository writes the newest schema's columns)."""
+    new = new_request()
+    with db.transaction() as conn:
+        return conn.execute(
+            insert(requests)
+            .values(
+                model=new.model, namespace=new.model.split("/")[0], revision=new.revision, sha=new.sha,
+                precision=new.precision.value, weight_type=new.weight_type.value,
+                model_type=new.model_type.value, use_chat_template=new.use_chat_template,
+                architectures=list(new.architectures), sender=new.sender, status="PENDING", votes=1,
+                attempts=0, submitted_at=now, updated_at=now,
+            )
+            .returning(requests.c.id)
+        ).scalar_one()  # fmt: skip
 
 
 def test_result_versions_migration_keeps_evaluations_and_their_publications(database_url: str) -> None:
@@ -20,12 +36,12 @@ def test_result_versions_migration_keeps_evaluations_and_their_publications(data
     try:
         db.upgrade("0003")
         finished = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-        request = RequestRepository(db).create(new_request(), finished, None)
+        request_id = old_request(db, finished)
         with db.transaction() as conn:
             evaluation_id = conn.execute(
                 insert(evaluations)
                 .values(
-                    request_id=request.id,
+                    request_id=request_id,
                     leaderboard="open_llm_v2",
                     config_hash="c" * 64,
                     scores={"IFEval": 12.5},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from backend.domain import Precision, Status
@@ -11,13 +13,39 @@ from backend.errors import (
     IllegalTransition,
     LeaseLost,
     NotVoted,
+    RateLimitReached,
     RequestNotFound,
     SubmissionRejected,
     VotingClosed,
 )
+from backend.storage.evaluations import Evaluation
 from backend.storage.requests import RateLimit
 
 from .conftest import new_request
+
+
+def finish(app, request_id: int, worker_id: str):
+    """Finish a run the way workers do: its result stored with the FINISHED transition."""
+    now = app.clock()
+    app.evaluations.store_and_finish(
+        Evaluation(
+            request_id=request_id,
+            leaderboard="open_llm_v2",
+            config_hash="c" * 64,
+            scores={},
+            stderrs={},
+            results={},
+            provenance={},
+            artifacts="attempt-1",
+            attempt=1,
+            worker_id=worker_id,
+            started_at=now,
+            finished_at=now,
+            duration_seconds=0.0,
+        ),
+        now,
+    )
+    return app.requests.get(request_id)
 
 
 def test_create_stores_request_history_and_the_submitters_vote(app, clock):
@@ -69,7 +97,7 @@ def test_full_lifecycle_writes_one_history_row_per_transition(app, clock):
     claimed = app.queue.claim("worker-1")
     assert claimed.id == request.id and claimed.status is Status.RUNNING and claimed.attempts == 1
     assert claimed.worker_id == "worker-1" and claimed.started_at == clock()
-    finished = app.queue.finish(request.id, "worker-1")
+    finished = finish(app, request.id, "worker-1")
     assert finished.status is Status.FINISHED and finished.worker_id is None
     history = app.requests.history(request.id)
     assert [(h.from_status, h.to_status, h.actor) for h in history] == [
@@ -84,7 +112,7 @@ def test_full_lifecycle_writes_one_history_row_per_transition(app, clock):
     [
         ("finished", lambda app, rid: app.admin.requeue(rid, "admin")),
         ("finished", lambda app, rid: app.admin.cancel(rid, "admin")),
-        ("pending", lambda app, rid: app.queue.finish(rid, "worker-1")),
+        ("pending", lambda app, rid: finish(app, rid, "worker-1")),
         ("pending", lambda app, rid: app.admin.requeue(rid, "admin")),
         ("cancelled", lambda app, rid: app.admin.cancel(rid, "admin")),
     ],
@@ -93,7 +121,7 @@ def test_illegal_transitions_raise_and_change_nothing(app, clock, setup, action)
     request = app.requests.create(new_request(), clock(), None)
     if setup == "finished":
         app.queue.claim("worker-1")
-        app.queue.finish(request.id, "worker-1")
+        finish(app, request.id, "worker-1")
     elif setup == "cancelled":
         app.admin.cancel(request.id, "admin")
     before = app.requests.get(request.id)
@@ -113,7 +141,7 @@ def test_only_the_lease_holder_may_finish_or_heartbeat(app, clock):
     request = app.requests.create(new_request(), clock(), None)
     app.queue.claim("worker-1")
     with pytest.raises(LeaseLost):
-        app.queue.finish(request.id, "worker-2")
+        finish(app, request.id, "worker-2")
     with pytest.raises(LeaseLost):
         app.queue.heartbeat(request.id, "worker-2")
     app.queue.heartbeat(request.id, "worker-1")
@@ -162,7 +190,7 @@ def test_transient_failures_are_retried_and_permanent_ones_fail_with_their_reaso
     clock.advance(1)
     nxt = app.queue.claim("w")
     assert nxt.id == transient.id  # same votes, earlier submission
-    app.queue.finish(nxt.id, "w")
+    finish(app, nxt.id, "w")
     app.queue.claim("w")
     failed = app.queue.fail(permanent.id, "w", "safetensors file is corrupted", transient=False)
     assert failed.status is Status.FAILED
@@ -213,8 +241,14 @@ def test_rate_limit_is_enforced_inside_the_insert(app, clock):
     limit = RateLimit(count=2, since=clock.now.replace(year=2025), window_days=7)
     app.requests.create(new_request(model="org/a"), clock(), limit)
     app.requests.create(new_request(model="org/b"), clock(), limit)
-    with pytest.raises(SubmissionRejected) as caught:
+    clock.advance(3600)
+    with pytest.raises(RateLimitReached) as caught:
         app.requests.create(new_request(model="org/c"), clock(), limit)
-    assert caught.value.rule == "rate-limit"
-    assert "namespace 'org' already has 2 submissions" in caught.value.message
+    # The repository states the fact; the error words the rule, its fix and when the window frees.
+    reached = caught.value
+    assert (reached.namespace, reached.count, reached.limit, reached.window_days) == ("org", 2, 2, 7)
+    assert reached.frees_at == clock.now - timedelta(seconds=3600) + timedelta(days=7)
+    assert isinstance(reached, SubmissionRejected) and reached.rule == "rate-limit"
+    assert "namespace 'org' already has 2 submissions in the last 7 days (limit 2)" in reached.message
+    assert reached.fix.startswith("wait until 2026-01-08 12:00:00 UTC")
     app.requests.create(new_request(model="other/c"), clock(), limit)

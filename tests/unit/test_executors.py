@@ -9,7 +9,7 @@ import pytest
 from backend.errors import ConfigurationError
 from backend.evaluation.runner import RunSpec, model_arguments
 from backend.executors.interface import JobState, job_name, parse_job_name
-from backend.executors.slurm import EXIT_CODE_FILE, SlurmExecutor, resources_for
+from backend.executors.slurm import EXIT_CODE_FILE, job_status, resources_for
 from backend.settings import Settings
 
 
@@ -94,16 +94,15 @@ def test_job_names_carry_the_request_and_its_lease_token():
     ],
 )
 def test_slurm_states_map_to_what_the_scheduler_does(state, expected, transient_failure, tmp_path: Path):
-    status = SlurmExecutor(Settings(), 1)._status("7", tmp_path, state, "None")
+    status = job_status("7", tmp_path, state, "None")
     assert status.state is expected
     assert (status.failure.transient if status.failure else None) == transient_failure
     assert status.timed_out == (state == "TIMEOUT")
 
 
 def test_a_job_the_controller_forgot_is_judged_by_its_own_exit_code(tmp_path: Path):
-    executor = SlurmExecutor(Settings(), 1)
-    lost = executor._status("7", tmp_path, "", "")
+    lost = job_status("7", tmp_path, "", "")
     assert lost.state is JobState.ENDED and lost.failure is not None and lost.failure.transient
     (tmp_path / EXIT_CODE_FILE).write_text("0\n")
-    ended = executor._status("7", tmp_path, "", "")
+    ended = job_status("7", tmp_path, "", "")
     assert ended.state is JobState.ENDED and ended.failure is None and ended.returncode == 0

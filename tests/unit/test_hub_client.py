@@ -57,10 +57,8 @@ class FakeApi:
         return self._answer("/nonexistent")
 
 
-def _source(error: Exception | None = None) -> HubModelSource:
-    source = HubModelSource(cache_dir=Path("/nonexistent"))
-    source._api = FakeApi(error)  # type: ignore[assignment]
-    return source
+def _source(error: Exception | None = None, api: FakeApi | None = None) -> HubModelSource:
+    return HubModelSource(cache_dir=Path("/nonexistent"), api=api or FakeApi(error))  # type: ignore[arg-type]
 
 
 def test_resolve_reads_sha_files_and_access_from_model_info() -> None:
@@ -146,9 +144,7 @@ class OpenRepoApi(FakeApi):
 def test_model_status_reports_likes_availability_and_the_card_license(tmp_path: Path) -> None:
     card = tmp_path / "README.md"
     card.write_text("---\nlicense: mit\n---\n# A model\n")
-    source = _source()
-    source._api = OpenRepoApi(card)  # type: ignore[assignment]
-    status = source.model_status("org/m")
+    status = _source(api=OpenRepoApi(card)).model_status("org/m")
     assert (status.available, status.likes, status.license, status.reason) == (True, 12, "mit", None)
 
 
