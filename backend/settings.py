@@ -211,10 +211,6 @@ class Settings(BaseSettings):
     )
 
 
-#: Settings whose values are never printed.
-SECRET_SETTINGS: frozenset[str] = frozenset()
-
-
 def env_name(field_name: str) -> str:
     return f"LEADERBOARD_{field_name.upper()}"
 

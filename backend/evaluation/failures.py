@@ -51,7 +51,7 @@ FAILURE_RULES: tuple[FailureRule, ...] = (
         "do not support: try bfloat16 or float16 instead",
     ),
     FailureRule(
-        r"trust_remote_code",
+        r"trust_remote_code=True",  # transformers asks for it; our own arguments say =False
         False,
         "the model needs custom code to load ({detail}); the leaderboard never runs code from model repositories",
     ),

@@ -147,3 +147,28 @@ def test_the_harness_command_is_the_reference_command_with_the_run_s_values():
     assert " --limit 4 " in harness_command(plain, Seeds(1, 2, 3, 4))
     assert "--apply_chat_template" not in harness_command(plain, Seeds(1, 2, 3, 4))
     assert harness_command(plain, Seeds(1, 2, 3, 4)).endswith("--seed 1,2,3,4 --output_path results")
+
+
+def test_our_own_harness_arguments_in_the_log_do_not_make_a_failure_remote_code():
+    """The child prints its arguments (trust_remote_code=False) first; a later error is classified as itself."""
+    tail = (
+        'harness arguments: {"model": "hf", "model_args": "dtype=float32,trust_remote_code=False,pretrained=a/b"}\n'
+        "TypeError: LlamaForCausalLM.__init__() got an unexpected keyword argument 'load_in_8bit'\n"
+    )
+    failure = classify(
+        returncode=1,
+        timed_out=False,
+        error_type="TypeError",
+        error_message="unexpected keyword",
+        log_tail=tail,
+    )
+    assert "custom code" not in failure.reason and "TypeError" in failure.reason
+    needs_code = (
+        "ValueError: ... Please pass the argument `trust_remote_code=True` to allow custom code to be run."
+    )
+    assert (
+        "custom code"
+        in classify(
+            returncode=1, timed_out=False, error_type=None, error_message=None, log_tail=needs_code
+        ).reason
+    )
