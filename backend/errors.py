@@ -217,3 +217,117 @@ class RateLimitReached(SubmissionRejected):
             f"wait until {frees_at:%Y-%m-%d %H:%M:%S} UTC, when the oldest one leaves the window, or ask an "
             "admin to register the namespace as an official provider",
         )
+
+
+class UnsupportedRun(LeaderboardError):
+    """This combination of backend, precision and weight type cannot be evaluated: the message says which."""
+
+    http_status = 422
+    code = "unsupported_run"
+
+
+class MirrorError(LeaderboardError):
+    """The data mirror is missing files or damaged: rebuild it with `leaderboard data mirror` (or
+    `leaderboard data synthesize` for test data)."""
+
+    http_status = 500
+    code = "data_mirror"
+
+
+class DatasetSourceError(LeaderboardError):
+    """The Hub could not give a dataset: check the repository id, your token and the dataset's terms, then
+    try again."""
+
+    http_status = 503
+    code = "dataset_source_unavailable"
+
+
+class RescoreError(LeaderboardError):
+    """Stored samples cannot be re-scored: the message names the task and the missing or unreadable file;
+    re-run the evaluation when its per-sample outputs are gone."""
+
+    http_status = 422
+    code = "rescore_failed"
+
+
+class PrecisionUnavailable(LeaderboardError):
+    """This machine lacks the library a quantized precision loads with: an admin installs it (the message
+    says how) and requeues the request."""
+
+    http_status = 503
+    code = "precision_unavailable"
+
+
+class TaskSetError(LeaderboardError):
+    """The task set manifest is malformed: fix the file and field the message names."""
+
+    http_status = 500
+    code = "task_set_invalid"
+
+
+class HarnessMismatch(LeaderboardError):
+    """The installed lm-eval is not the one the project pins: install the version it names."""
+
+    http_status = 500
+    code = "harness_mismatch"
+
+
+class DatasetNotPinned(LeaderboardError):
+    """A dataset has no pinned revision: run `leaderboard data pin` where the Hub is reachable, or evaluate
+    from a data mirror."""
+
+    http_status = 500
+    code = "dataset_not_pinned"
+
+
+class ExecutorError(LeaderboardError):
+    """The executor could not start or reach a job: check the executor settings (LEADERBOARD_EXECUTOR,
+    LEADERBOARD_SLURM_*) and that the cluster answers (`sinfo`)."""
+
+    http_status = 503
+    code = "executor_unavailable"
+
+
+class AlreadyEvaluated(LeaderboardError):
+    """This request already has a stored evaluation for this leaderboard; it is never recorded twice."""
+
+    http_status = 409
+    code = "already_evaluated"
+
+
+class VersionConflict(LeaderboardError):
+    """Another re-score stored this version of the result first: run the re-score again."""
+
+    http_status = 409
+    code = "version_conflict"
+
+
+class DatabaseUnavailable(LeaderboardError):
+    """The database cannot be reached: check LEADERBOARD_DATABASE_URL and that the server is running."""
+
+    http_status = 503
+    code = "database_unavailable"
+
+
+class ResultsFormatError(LeaderboardError):
+    """The evaluation results lack a value the leaderboard needs, or hold one that is not a number: the
+    message names the task and metric; pass the results_<time>.json lm-eval wrote, or rerun the evaluation."""
+
+    http_status = 422
+    code = "results_format"
+
+
+class IncompleteResults(ResultsFormatError):
+    """The evaluation results lack tasks the leaderboard config needs: the message names them; run the
+    missing tasks (or allow missing benchmarks to publish the ones that are there)."""
+
+    http_status = 422
+    code = "results_incomplete"
+
+
+class LeaderboardConfigError(LeaderboardError):
+    """A leaderboard config is missing or invalid: the message names the file and the field; fix the YAML
+    (leaderboard_configs/open_llm_v2.yaml shows every field)."""
+
+    http_status = 500
+    code = "leaderboard_config"

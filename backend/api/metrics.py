@@ -10,7 +10,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 
 from backend.domain import Status
-from backend.storage.database import DatabaseUnavailable
+from backend.errors import DatabaseUnavailable
 from backend.storage.stats import StatsRepository
 
 

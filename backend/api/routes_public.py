@@ -18,8 +18,8 @@ from backend.api.schemas import (
     RequestOut,
 )
 from backend.domain import ModelType, Precision, Status
+from backend.errors import DatabaseUnavailable
 from backend.services.leaderboard import Query as TableQuery
-from backend.storage.database import DatabaseUnavailable
 
 MAX_ID = 2**31 - 1
 RequestId = Annotated[int, Path(ge=1, le=MAX_ID, description="The request id.")]

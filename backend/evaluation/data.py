@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from backend.errors import LeaderboardError
+from backend.errors import DatasetSourceError, MirrorError
 from backend.evaluation.tasks import (
     TaskSet,
     load_task_set,
@@ -38,22 +38,6 @@ MANIFEST = "MANIFEST.json"
 MANIFEST_FORMAT = "leaderboard-data-mirror/1"
 NLTK_FOLDER = "nltk_data"
 PUNKT_FILES = ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab")
-
-
-class MirrorError(LeaderboardError):
-    """The data mirror is missing files or damaged: rebuild it with `leaderboard data mirror` (or
-    `leaderboard data synthesize` for test data)."""
-
-    http_status = 500
-    code = "data_mirror"
-
-
-class DatasetSourceError(LeaderboardError):
-    """The Hub could not give a dataset: check the repository id, your token and the dataset's terms, then
-    try again."""
-
-    http_status = 503
-    code = "dataset_source_unavailable"
 
 
 # ----------------------------------------------------------------------------------------------- layout

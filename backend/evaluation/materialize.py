@@ -19,16 +19,9 @@ from typing import Any
 
 import yaml
 
+from backend.errors import DatasetNotPinned, TaskSetError
 from backend.evaluation.data import check_mirror, dataset_revisions, mirror_file
-from backend.evaluation.tasks import (
-    DatasetNotPinned,
-    Subtask,
-    TaskSet,
-    TaskSetError,
-    check_harness,
-    harness_tasks_folder,
-    read_task_file,
-)
+from backend.evaluation.tasks import Subtask, TaskSet, check_harness, harness_tasks_folder, read_task_file
 
 #: What ``materialize`` writes next to the task files: the run's task names and data provenance.
 MATERIALIZED_FILE = "materialized.json"

@@ -20,7 +20,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils_hf import get_dtype
 
 from backend.domain import Precision
-from backend.errors import LeaderboardError
+from backend.errors import PrecisionUnavailable
 
 #: The model arguments transformers 4 read into a BitsAndBytesConfig.
 BITSANDBYTES_ARGUMENTS = (
@@ -37,14 +37,6 @@ REQUIRED_PACKAGES: dict[Precision, tuple[tuple[str, ...], str]] = {
     Precision.INT4: (("bitsandbytes",), "pip install bitsandbytes (a dependency of the project)"),
     Precision.GPTQ: (("optimum", "gptqmodel"), "pip install '.[gptq]' (optimum and gptqmodel)"),
 }
-
-
-class PrecisionUnavailable(LeaderboardError):
-    """This machine lacks the library a quantized precision loads with: an admin installs it (the message
-    says how) and requeues the request."""
-
-    http_status = 503
-    code = "precision_unavailable"
 
 
 def check_precision_available(precision: Precision) -> None:

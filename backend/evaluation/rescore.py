@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from backend.errors import LeaderboardError
+from backend.errors import RescoreError
 from backend.evaluation.materialize import materialize
 from backend.leaderboards.config import Benchmark, LeaderboardConfig
 
@@ -40,14 +40,6 @@ _SAMPLES_FILE = re.compile(r"^samples_(?P<task>.+)_(?P<time>\d{4}-\d{2}-\d{2}T[0
 #: lm-eval's default for simple_evaluate; only non-mean aggregations bootstrap (none in open_llm_v2).
 DEFAULT_BOOTSTRAP_ITERS = 100000
 _LOGLIKELIHOOD_TYPES = ("loglikelihood", "multiple_choice")
-
-
-class RescoreError(LeaderboardError):
-    """Stored samples cannot be re-scored: the message names the task and the missing or unreadable file;
-    re-run the evaluation when its per-sample outputs are gone."""
-
-    http_status = 422
-    code = "rescore_failed"
 
 
 def samples_by_task(samples_files: Iterable[Path | str]) -> dict[str, Path]:

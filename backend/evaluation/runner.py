@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backend.domain import EvalRequest, Precision, WeightType
-from backend.errors import LeaderboardError
+from backend.errors import UnsupportedRun
 from backend.evaluation.failures import Failure, classify
 
 if TYPE_CHECKING:
@@ -97,13 +97,6 @@ class RunSpec:
         if self.limit is not None:
             parts += ["--limit", str(self.limit)]
         return " ".join(parts)
-
-
-class UnsupportedRun(LeaderboardError):
-    """This combination of backend, precision and weight type cannot be evaluated: the message says which."""
-
-    http_status = 422
-    code = "unsupported_run"
 
 
 def model_arguments(spec: RunSpec, max_length: int | None) -> dict[str, Any]:

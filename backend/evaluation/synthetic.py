@@ -18,7 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from backend.evaluation.data import MirrorError, file_sha256, mirror_file, prepare_nltk_data, write_manifest
+from backend.errors import MirrorError
+from backend.evaluation.data import file_sha256, mirror_file, prepare_nltk_data, write_manifest
 from backend.evaluation.tasks import TaskSet, harness_tasks_folder, load_task_set, read_task_file
 
 Rng = random.Random

@@ -25,7 +25,7 @@ from packaging.utils import canonicalize_name
 
 import backend
 from backend.domain import REPO_ID_RE, SHA_RE
-from backend.errors import LeaderboardError
+from backend.errors import HarnessMismatch, TaskSetError
 from backend.manifests import Fields, load_yaml
 
 DEFAULT_TASK_SET = "open_llm_v2"
@@ -39,28 +39,6 @@ _DATA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SCORER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
 _YAML_FILE = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*\.ya?ml$")
-
-
-class TaskSetError(LeaderboardError):
-    """The task set manifest is malformed: fix the file and field the message names."""
-
-    http_status = 500
-    code = "task_set_invalid"
-
-
-class HarnessMismatch(LeaderboardError):
-    """The installed lm-eval is not the one the project pins: install the version it names."""
-
-    http_status = 500
-    code = "harness_mismatch"
-
-
-class DatasetNotPinned(LeaderboardError):
-    """A dataset has no pinned revision: run `leaderboard data pin` where the Hub is reachable, or evaluate
-    from a data mirror."""
-
-    http_status = 500
-    code = "dataset_not_pinned"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Protocol
 
 from backend.domain import EvalRequest
-from backend.errors import LeaderboardError
 from backend.evaluation.failures import Failure
 from backend.evaluation.runner import RunSpec
 
@@ -109,11 +108,3 @@ class Executor(Protocol):
     def shutdown(self) -> list[str]:
         """This process is stopping: stop the runs that cannot outlive it; returns their job ids."""
         ...
-
-
-class ExecutorError(LeaderboardError):
-    """The executor could not start or reach a job: check the executor settings (LEADERBOARD_EXECUTOR,
-    LEADERBOARD_SLURM_*) and that the cluster answers (`sinfo`)."""
-
-    http_status = 503
-    code = "executor_unavailable"

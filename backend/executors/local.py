@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend.domain import EvalRequest
+from backend.errors import ExecutorError
 from backend.evaluation.runner import Runner, RunSpec
-from backend.executors.interface import ExecutorError, Job, JobState, JobStatus, job_name
+from backend.executors.interface import Job, JobState, JobStatus, job_name
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from backend.domain import EvalRequest
+from backend.errors import ExecutorError
 from backend.evaluation.failures import Failure
 from backend.evaluation.runner import RunSpec
-from backend.executors.interface import JOB_NAME_PREFIX, ExecutorError, Job, JobState, JobStatus, job_name
+from backend.executors.interface import JOB_NAME_PREFIX, Job, JobState, JobStatus, job_name
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)

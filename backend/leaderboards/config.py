@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import backend
-from backend.errors import LeaderboardError
+from backend.errors import LeaderboardConfigError
 from backend.evaluation.tasks import Harness, Subtask, TaskSet, load_task_set
 from backend.manifests import Fields, describe, load_yaml
 
@@ -34,14 +34,6 @@ CONFIG_DIR = Path(backend.__file__).parents[1] / "leaderboard_configs"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 # lm-eval task, group and metric names: letters, digits, '_', '-', '.'; never ',' (it separates the filter).
 _TASK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-
-
-class LeaderboardConfigError(LeaderboardError):
-    """A leaderboard config is missing or invalid: the message names the file and the field; fix the YAML
-    (leaderboard_configs/open_llm_v2.yaml shows every field)."""
-
-    http_status = 500
-    code = "leaderboard_config"
 
 
 class Aggregation(enum.StrEnum):

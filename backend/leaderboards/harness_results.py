@@ -20,24 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backend.errors import LeaderboardError
-
-
-class ResultsFormatError(LeaderboardError):
-    """The evaluation results lack a value the leaderboard needs, or hold one that is not a number: the
-    message names the task and metric; pass the results_<time>.json lm-eval wrote, or rerun the evaluation."""
-
-    http_status = 422
-    code = "results_format"
-
-
-class IncompleteResults(ResultsFormatError):
-    """The evaluation results lack tasks the leaderboard config needs: the message names them; run the
-    missing tasks (or allow missing benchmarks to publish the ones that are there)."""
-
-    http_status = 422
-    code = "results_incomplete"
-
+from backend.errors import IncompleteResults, ResultsFormatError
 
 _NO_VALUE = {"", "n/a", "na", "nan", "none", "null"}
 

@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from backend.errors import IncompleteResults, ResultsFormatError
 from backend.evaluation.tasks import Subtask
 from backend.leaderboards.config import (
     Aggregation,
@@ -42,12 +43,7 @@ from backend.leaderboards.config import (
     LeaderboardConfig,
     Normalization,
 )
-from backend.leaderboards.harness_results import (
-    HarnessResults,
-    IncompleteResults,
-    ResultsFormatError,
-    parse_results,
-)
+from backend.leaderboards.harness_results import HarnessResults, parse_results
 
 
 @dataclass(frozen=True)

@@ -18,16 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from backend.domain import EvalRequest
-from backend.errors import IllegalTransition, LeaderboardError, LeaseLost
+from backend.errors import ExecutorError, IllegalTransition, LeaderboardError, LeaseLost
 from backend.evaluation.runner import RunSpec
-from backend.executors.interface import (
-    Executor,
-    ExecutorError,
-    JobState,
-    JobStatus,
-    lease_token,
-    parse_job_name,
-)
+from backend.executors.interface import Executor, JobState, JobStatus, lease_token, parse_job_name
 from backend.services.evaluate import EvaluationService
 
 log = logging.getLogger(__name__)

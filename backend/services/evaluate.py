@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from backend.domain import EvalRequest
-from backend.errors import LeaderboardError, LeaseLost
+from backend.errors import AlreadyEvaluated, DatabaseUnavailable, LeaderboardError, LeaseLost
 from backend.evaluation.runner import Runner, RunResult, RunSpec
 from backend.retry import Backoff
 from backend.services.queue import QueueService
 from backend.services.redact import strip_server_paths
 from backend.settings import Settings
-from backend.storage.database import DatabaseUnavailable
-from backend.storage.evaluations import AlreadyEvaluated, Evaluation, EvaluationRepository
+from backend.storage.evaluations import Evaluation, EvaluationRepository
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

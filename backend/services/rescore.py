@@ -18,7 +18,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from backend.evaluation.rescore import RescoreError, Rescorer, samples_by_task, write_samples
+from backend.errors import RescoreError
+from backend.evaluation.rescore import Rescorer, samples_by_task, write_samples
 from backend.leaderboards.config import LeaderboardConfig, config_hash, load_config
 from backend.leaderboards.normalize import normalize, standard_errors
 from backend.publish.files import file_time

@@ -19,19 +19,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from backend.errors import ConfigurationError, InvalidInput, LeaderboardError
+from backend.errors import ConfigurationError, DatabaseUnavailable, InvalidInput
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 60.0
-
-
-class DatabaseUnavailable(LeaderboardError):
-    """The database cannot be reached: check LEADERBOARD_DATABASE_URL and that the server is running."""
-
-    http_status = 503
-    code = "database_unavailable"
 
 
 def normalize_url(url: str) -> str:

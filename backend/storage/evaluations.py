@@ -11,24 +11,10 @@ from sqlalchemy import RowMapping, Select, and_, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from backend.domain import Status
-from backend.errors import LeaderboardError
+from backend.errors import AlreadyEvaluated, VersionConflict
 from backend.storage.database import Database
 from backend.storage.requests import RequestRepository
 from backend.storage.schema import evaluations
-
-
-class AlreadyEvaluated(LeaderboardError):
-    """This request already has a stored evaluation for this leaderboard; it is never recorded twice."""
-
-    http_status = 409
-    code = "already_evaluated"
-
-
-class VersionConflict(LeaderboardError):
-    """Another re-score stored this version of the result first: run the re-score again."""
-
-    http_status = 409
-    code = "version_conflict"
 
 
 @dataclass(frozen=True)

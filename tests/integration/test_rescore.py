@@ -17,10 +17,11 @@ import pytest
 import yaml
 
 from backend.app import App
+from backend.errors import RescoreError, TaskSetError
 from backend.evaluation import data, synthetic
 from backend.evaluation.materialize import materialize
-from backend.evaluation.rescore import RescoreError, Rescorer, samples_by_task
-from backend.evaluation.tasks import TaskSetError, load_task_set, tasks_folder
+from backend.evaluation.rescore import Rescorer, samples_by_task
+from backend.evaluation.tasks import load_task_set, tasks_folder
 from backend.leaderboards.config import config_hash, load_config
 from backend.leaderboards.harness_results import read_results_file
 from backend.leaderboards.normalize import normalize

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+import backend.errors as errors
 from backend.cli.data import data as data_cli
 from backend.evaluation import data, synthetic, tasks
 from backend.evaluation.tasks import load_task_set
@@ -74,7 +75,7 @@ def test_a_changed_file_fails_verification(tmp_path: Path) -> None:
 
     path = data.mirror_file(mirror, "SaylorTwift/bbh", "snarks", "test")
     pq.write_table(pa.table({"input": ["x"], "target": ["(A)"]}), path)
-    with pytest.raises(data.MirrorError, match=r"snarks/test.parquet does not match its sha256"):
+    with pytest.raises(errors.MirrorError, match=r"snarks/test.parquet does not match its sha256"):
         data.verify_mirror(mirror)
     result = CliRunner().invoke(data_cli, ["verify", str(mirror)])
     assert result.exit_code == 1

@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
+import backend.errors as errors
+from backend.errors import DatasetNotPinned, HarnessMismatch, TaskSetError
 from backend.evaluation import data, synthetic, tasks
 from backend.evaluation.materialize import hub_configs, materialize, read_materialized
-from backend.evaluation.tasks import DatasetNotPinned, HarnessMismatch, TaskSetError, load_task_set
+from backend.evaluation.tasks import load_task_set
 
 GROUPS = {
     "leaderboard_mmlu_pro": 1,
@@ -224,9 +226,9 @@ def test_an_incomplete_mirror_is_refused(tmp_path: Path) -> None:
     mirror = synthetic.synthesize(tmp_path / "mirror", rows=2)
     missing = data.mirror_file(mirror, "TAUR-Lab/MuSR", None, "team_allocation")
     missing.unlink()
-    with pytest.raises(data.MirrorError, match=r"TAUR-Lab/MuSR/default/team_allocation.parquet is missing"):
+    with pytest.raises(errors.MirrorError, match=r"TAUR-Lab/MuSR/default/team_allocation.parquet is missing"):
         materialize(load_task_set(), tmp_path / "out", mirror)
-    with pytest.raises(data.MirrorError, match=r"no MANIFEST.json"):
+    with pytest.raises(errors.MirrorError, match=r"no MANIFEST.json"):
         materialize(load_task_set(), tmp_path / "out", tmp_path)
 
 

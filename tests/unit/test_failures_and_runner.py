@@ -112,7 +112,7 @@ def test_spec_round_trips_and_names_its_reproduction_command():
 
 
 def test_vllm_arguments_and_what_it_refuses():
-    from backend.evaluation.runner import UnsupportedRun
+    from backend.errors import UnsupportedRun
 
     args = model_arguments(spec(backend="vllm"), 4096)
     assert args["max_model_len"] == 4096 and args["trust_remote_code"] is False and "max_length" not in args

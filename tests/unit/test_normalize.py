@@ -16,13 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from backend.cli.normalize import normalize as normalize_command
+from backend.errors import IncompleteResults, ResultsFormatError
 from backend.leaderboards.config import columns, load_config, stderr_columns
-from backend.leaderboards.harness_results import (
-    IncompleteResults,
-    ResultsFormatError,
-    load_results,
-    parse_results,
-)
+from backend.leaderboards.harness_results import load_results, parse_results
 from backend.leaderboards.normalize import norm, normalize, score_benchmarks, standard_errors
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"

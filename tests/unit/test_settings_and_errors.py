@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
+import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -64,16 +67,43 @@ def test_default_message_is_the_docstring():
     assert errors.RequestNotFound().message.startswith("No such request")
 
 
-def test_transitions_match_the_documented_lifecycle():
-    assert TRANSITIONS[Status.RUNNING] == {Status.PENDING}
-    assert TRANSITIONS[Status.FINISHED] == {Status.RUNNING}
-    assert TRANSITIONS[Status.FAILED] == {Status.RUNNING}
-    assert TRANSITIONS[Status.PENDING] == {Status.RUNNING, Status.FAILED}
-    assert TRANSITIONS[Status.CANCELLED] == {Status.PENDING, Status.RUNNING}
+def _documented_transitions() -> set[tuple[Status, Status]]:
+    """The lifecycle README's "How it is built" states, as (from, to) pairs: "A | B -> C -> D | E; ..."."""
+    start = README.index("PENDING -> RUNNING")
+    text = README[start : README.index(".", start)].replace("\n", " ")
+    pairs = set()
+    for chain in text.split(";"):
+        steps = [re.sub(r"\(.*?\)", "", step) for step in chain.split("->")]
+        for sources, targets in itertools.pairwise(steps):
+            for source in sources.split("|"):
+                for target in targets.split("|"):
+                    pairs.add((Status(source.strip()), Status(target.strip())))
+    return pairs
+
+
+def test_the_lifecycle_in_the_readme_is_the_one_the_code_enforces():
+    enforced = {(source, target) for target, sources in TRANSITIONS.items() for source in sources}
+    assert _documented_transitions() == enforced
     # Final statuses never move on their own.
     assert all(
         Status.FINISHED not in sources and Status.CANCELLED not in sources for sources in TRANSITIONS.values()
     )
+
+
+def test_every_error_class_lives_in_errors_py():
+    """One root exception and one module of its subclasses, so the tests above see every one of them."""
+    defined_elsewhere = []
+    for path in Path(errors.__file__).parent.rglob("*.py"):
+        if path.name == "errors.py" and path.parent.name == "backend":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
+                if bases & {"Exception", "BaseException"} or any(
+                    b.endswith(("Error", "Rejected")) for b in bases
+                ):
+                    defined_elsewhere.append(f"{path.name}:{node.name}")
+    assert not defined_elsewhere
 
 
 def test_settings_defaults_match_the_reference():
