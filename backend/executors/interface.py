@@ -9,6 +9,7 @@ and a Slurm job alike, with the Runner's result and the evaluation service's sto
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -53,21 +54,29 @@ class Job:
 JOB_NAME_PREFIX = "leaderboard-"
 
 
-def job_name(request_id: int, worker_id: str | None) -> str:
-    """The name of a run's job: its request and the token of the lease it runs under, so a job whose
-    request moved on (cancelled, recovered, re-dispatched) can be recognised as an orphan."""
-    return f"{JOB_NAME_PREFIX}r{request_id}-{lease_token(worker_id)}"
+def deployment_tag(work_dir: Path) -> str:
+    """Eight hex digits naming one deployment: the work folder its schedulers share. Job names carry it, so
+    two deployments (staging and production, two leaderboards) running jobs under one cluster user never
+    take each other's jobs for orphans, nor count them against their job limit."""
+    return hashlib.sha256(str(Path(work_dir).resolve()).encode("utf-8")).hexdigest()[:8]
+
+
+def job_name(deployment: str, request_id: int, worker_id: str | None) -> str:
+    """The name of a run's job: its deployment, its request and the token of the lease it runs under, so a
+    job whose request moved on (cancelled, recovered, re-dispatched) can be recognised as an orphan."""
+    return f"{JOB_NAME_PREFIX}{deployment}-r{request_id}-{lease_token(worker_id)}"
 
 
 def lease_token(worker_id: str | None) -> str:
     return (worker_id or "none").rsplit(":", 1)[-1]
 
 
-def parse_job_name(name: str) -> tuple[int, str] | None:
-    """(request id, lease token) from a job name; None for another job."""
-    if not name.startswith(JOB_NAME_PREFIX + "r"):
+def parse_job_name(name: str, deployment: str) -> tuple[int, str] | None:
+    """(request id, lease token) from the name of one of ``deployment``'s jobs; None for any other job."""
+    own = f"{JOB_NAME_PREFIX}{deployment}-r"
+    if not name.startswith(own):
         return None
-    request, _, token = name[len(JOB_NAME_PREFIX) + 1 :].partition("-")
+    request, _, token = name[len(own) :].partition("-")
     return (int(request), token) if request.isdigit() and token else None
 
 
@@ -78,6 +87,8 @@ class Executor(Protocol):
     kind: str
     #: whether every scheduler sees this executor's jobs (a cluster), or only the one that started them
     shared: bool
+    #: the deployment its job names carry (deployment_tag): only those jobs are its own
+    deployment: str
 
     def free_slots(self, running: list[EvalRequest]) -> int:
         """How many more runs may start now, given the RUNNING requests of this executor."""

@@ -38,6 +38,7 @@ class _LocalJob:
 class LocalExecutor:
     kind = "local"
     shared = False
+    deployment = "local"  # its jobs are this process's children: no other deployment sees them
 
     def __init__(self, runner: Runner, slots: int, gpus: list[str] | None = None) -> None:
         if gpus is not None and len(gpus) < slots:
@@ -69,7 +70,7 @@ class LocalExecutor:
             except OSError as exc:
                 raise ExecutorError(f"the evaluation child could not be started: {exc}") from exc
             job_id = f"local-{os.getpid()}-{process.pid}"
-            name = job_name(request.id, request.worker_id)
+            name = job_name(self.deployment, request.id, request.worker_id)
             deadline = time.monotonic() + self.runner.timeout_seconds
             self._jobs[job_id] = _LocalJob(name, process, slot, deadline)
         log.info("local run started", extra={"request_id": request.id, "job_id": job_id, "slot": slot})

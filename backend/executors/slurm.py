@@ -25,7 +25,14 @@ from backend.domain import EvalRequest
 from backend.errors import ExecutorError
 from backend.evaluation.failures import Failure
 from backend.evaluation.runner import RunSpec
-from backend.executors.interface import JOB_NAME_PREFIX, Job, JobState, JobStatus, job_name
+from backend.executors.interface import (
+    JOB_NAME_PREFIX,
+    Job,
+    JobState,
+    JobStatus,
+    deployment_tag,
+    job_name,
+)
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -159,6 +166,7 @@ class SlurmExecutor:
         self.max_jobs = max_jobs
         self.python = python or sys.executable
         self.user = getpass.getuser()
+        self.deployment = deployment_tag(settings.work_dir)
 
     # -- the interface ------------------------------------------------------------------------------
     def free_slots(self, running: list[EvalRequest]) -> int:
@@ -170,7 +178,7 @@ class SlurmExecutor:
         attempt_dir.mkdir(parents=True, exist_ok=True)
         spec_path = attempt_dir / "spec.json"
         spec_path.write_text(spec.to_json())
-        name = job_name(request.id, request.worker_id)
+        name = job_name(self.deployment, request.id, request.worker_id)
         directives = [
             f"--job-name={name}",
             f"--output={attempt_dir / 'run.log'}",
@@ -231,17 +239,18 @@ class SlurmExecutor:
         return []  # jobs outlive the scheduler: the next one (or another) collects them
 
     def live_jobs(self) -> list[Job]:
-        """This user's leaderboard jobs that Slurm still runs or queues."""
+        """This deployment's jobs that Slurm still runs or queues."""
         return [Job(job_id, name) for job_id, name, state, _ in self.listing() if state in ALIVE]
 
     # -- Slurm's answers ----------------------------------------------------------------------------
     def listing(self) -> list[tuple[str, str, str, str]]:
-        """(job id, name, state, reason) of this user's leaderboard jobs that the controller still knows."""
+        """(job id, name, state, reason) of this deployment's jobs (of this user) that the controller still
+        knows; another deployment's jobs are neither counted nor stopped."""
         out = self._command(["squeue", "-h", "--states=all", f"--user={self.user}", "-o", "%i|%j|%T|%r"])
         rows = []
         for line in out.splitlines():
             parts = line.strip().split("|")
-            if len(parts) == 4 and parts[1].startswith(JOB_NAME_PREFIX):
+            if len(parts) == 4 and parts[1].startswith(f"{JOB_NAME_PREFIX}{self.deployment}-"):
                 rows.append((parts[0], parts[1], parts[2], parts[3]))
         return rows
 

@@ -106,7 +106,7 @@ class RunCoordinator:
             return
         holders = {r.id: lease_token(r.worker_id) for r in self.queue.running(f"{self.executor.kind}:")}
         for job in jobs:
-            parsed = parse_job_name(job.name)
+            parsed = parse_job_name(job.name, self.executor.deployment)
             if parsed is None or holders.get(parsed[0]) == parsed[1]:
                 continue
             log.warning(

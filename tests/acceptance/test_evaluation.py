@@ -93,7 +93,7 @@ def test_submitted_model_is_evaluated_on_all_subtasks_and_its_scores_stored(asse
     evaluation = app.evaluations.get(request["id"], config.name)
     assert evaluation is not None and evaluation.worker_id == "w1" and evaluation.attempt == 1
     subtasks = [t for t in evaluation.results["results"] if t not in evaluation.results.get("groups", {})]
-    assert len(set(subtasks) & {s.task for b in config.benchmarks for s in b.subtasks}) == SUBTASKS
+    assert len(set(subtasks) & {s.name for b in config.benchmarks for s in b.subtasks}) == SUBTASKS
     assert list(evaluation.scores) == columns(config)
     for column, value in evaluation.scores.items():
         assert value is not None, column

@@ -265,3 +265,48 @@ def test_a_job_cancelled_behind_the_backends_back_is_retried_and_then_finished(
     (evaluation,) = app.evaluations.all()
     assert evaluation.request_id == request_id and evaluation.attempt == 2
     app.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_scheduler_stops_its_own_orphans_and_never_another_deployment_s_jobs(
+    database_url, slurm_conf, tmp_path
+):
+    """Two deployments (staging and production, say) under one cluster user: each job name carries its
+    deployment, so a scheduler takes only its own jobs without a request for orphans."""
+    from backend.executors.interface import deployment_tag, job_name
+
+    work, other_work = tmp_path / "work", tmp_path / "other-deployment"
+    env = clean_env(
+        SLURM_CONF=slurm_conf,
+        LEADERBOARD_DATABASE_URL=database_url,
+        LEADERBOARD_WORK_DIR=str(work),
+        LEADERBOARD_EXECUTOR="slurm",
+    )
+
+    def sbatch(name: str) -> str:
+        done = subprocess.run(
+            ["sbatch", "--parsable", f"--job-name={name}", "--cpus-per-task=1", f"--output={tmp_path}/%j.log",
+             "--wrap", "sleep 300"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().split(";")[0]
+
+    def alive(job_id: str) -> bool:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%T"], env=env, capture_output=True, text=True
+        )
+        return out.stdout.strip() in ("PENDING", "RUNNING", "CONFIGURING")
+
+    theirs = sbatch(job_name(deployment_tag(other_work), 1, "slurm:elsewhere:tok1"))
+    ours = sbatch(job_name(deployment_tag(work), 1, "slurm:here:tok2"))  # no request 1 in this database
+    try:
+        done = leaderboard(env, "scheduler", "--once", "--scheduler-id", "s1", timeout=300)
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 60
+        while alive(ours) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not alive(ours), "the scheduler left its own orphan running"
+        assert alive(theirs), "the scheduler stopped another deployment's job"
+    finally:
+        subprocess.run(["scancel", theirs, ours], env=env, capture_output=True)

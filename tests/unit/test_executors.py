@@ -8,7 +8,7 @@ import pytest
 
 from backend.errors import ConfigurationError
 from backend.evaluation.runner import RunSpec, model_arguments
-from backend.executors.interface import JobState, job_name, parse_job_name
+from backend.executors.interface import JobState, deployment_tag, job_name, parse_job_name
 from backend.executors.slurm import EXIT_CODE_FILE, job_status, resources_for
 from backend.settings import Settings
 
@@ -70,12 +70,17 @@ def test_more_than_one_gpu_shards_the_model_or_runs_it_tensor_parallel():
     assert "parallelize" not in model_arguments(single, None)
 
 
-def test_job_names_carry_the_request_and_its_lease_token():
-    name = job_name(42, "slurm:host-1:abc123")
-    assert name == "leaderboard-r42-abc123"
-    assert parse_job_name(name) == (42, "abc123")
-    assert parse_job_name("someone-elses-job") is None
-    assert parse_job_name("leaderboard-rx-abc") is None
+def test_job_names_carry_the_deployment_the_request_and_its_lease_token(tmp_path):
+    deployment = deployment_tag(tmp_path / "work")
+    assert len(deployment) == 8 and deployment == deployment_tag(tmp_path / "x" / ".." / "work")
+    assert deployment != deployment_tag(tmp_path / "other-work")
+    name = job_name(deployment, 42, "slurm:host-1:abc123")
+    assert name == f"leaderboard-{deployment}-r42-abc123"
+    assert parse_job_name(name, deployment) == (42, "abc123")
+    # Another deployment's job under the same cluster user is not ours, so never an orphan of ours.
+    assert parse_job_name(name, deployment_tag(tmp_path / "other-work")) is None
+    assert parse_job_name("someone-elses-job", deployment) is None
+    assert parse_job_name(f"leaderboard-{deployment}-rx-abc", deployment) is None
 
 
 @pytest.mark.parametrize(
