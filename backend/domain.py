@@ -6,6 +6,7 @@ import enum
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeGuard
 
 from backend.errors import InvalidInput
 
@@ -71,14 +72,58 @@ def parse_choice(enum_type: type[enum.StrEnum], value: str, field_name: str) -> 
     raise InvalidInput(f"{field_name} '{value}' is not one of: {accepted}")
 
 
-# Hub repo ids: an optional namespace and a name, each 1-96 of [A-Za-z0-9._-], not starting or ending with
-# '-' or '.', no '--' or '..' (the rules huggingface_hub's validate_repo_id applies).
+# Hub repo ids, for models and datasets alike: a namespace and a name, each 1-96 of [A-Za-z0-9._-], not
+# starting or ending with '-' or '.', no '--' or '..' anywhere, not ending in '.git' (the rules
+# huggingface_hub's validate_repo_id applies; the namespace is required here). The one source of the rule:
+# use is_repo_id / validate_repo_id.
 _REPO_PART = r"(?!.*(?:--|\.\.))[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 # The same without the look-ahead, for the API's spec (JSON Schema validators often lack look-arounds): it
 # admits '--' and '..', which the services then refuse.
 REPO_PART_PLAIN = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
-REPO_ID_RE = re.compile(rf"^{_REPO_PART}/{_REPO_PART}$")
-SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+REPO_ID_RE = re.compile(rf"^{_REPO_PART}/{_REPO_PART}(?<!\.git)\Z")
+SHA_RE = re.compile(r"^[0-9a-f]{40}\Z")
+#: What a repo id must look like, for messages that say how to fix one.
+REPO_ID_RULE = "ORG/NAME (letters, digits, '-', '_' and '.'; no '--' or '..'), as in the repository's Hub URL"
+
+#: A revision is a branch, tag or commit as git names them: at most 255 characters, none of git's
+#: forbidden ones (controls, space, ~ ^ : ? * [ \\), no '..', '@{' or '//', not starting with '/', '-' or
+#: '.' and not ending with '/', '.' or '.lock' (git check-ref-format; the Hub's PR refs are `refs/pr/N`).
+MAX_REVISION_CHARS = 255
+_REVISION_RE = re.compile(
+    rf"^(?![/.-])(?!.*(?:\.\.|@\{{|//|/\.))[^\x00-\x20\x7f~^:?*\[\\]{{1,{MAX_REVISION_CHARS}}}(?<![/.])(?<!\.lock)\Z"
+)
+REVISION_RULE = (
+    f"a branch, tag or commit sha of at most {MAX_REVISION_CHARS} characters: no spaces, control characters, '..', or any "
+    "of ~ ^ : ? * [ \\"
+)
+
+
+def is_repo_id(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a Hub repository id ORG/NAME (a model's or a dataset's)."""
+    return isinstance(value, str) and REPO_ID_RE.match(value) is not None
+
+
+def is_sha(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a full 40-hex commit sha, the only form a frozen revision takes."""
+    return isinstance(value, str) and SHA_RE.match(value) is not None
+
+
+def is_revision(value: object) -> TypeGuard[str]:
+    """Whether ``value`` can name a branch, tag or commit (the revision a submission asks for)."""
+    return isinstance(value, str) and _REVISION_RE.match(value) is not None
+
+
+def preview(value: object, limit: int = 80) -> str:
+    """``value`` as a message quotes it: its repr, cut to ``limit`` characters, so no input floods one."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validate_repo_id(value: object, what: str = "repository") -> str:
+    """``value`` if it is a Hub repository id, else InvalidInput naming ``what`` (e.g. "model", "dataset")."""
+    if not is_repo_id(value):
+        raise InvalidInput(f"{what} id {preview(value)} is not a Hub repository id: give {REPO_ID_RULE}")
+    return value
 
 
 def namespace_of(model: str) -> str:

@@ -331,3 +331,30 @@ class LeaderboardConfigError(LeaderboardError):
 
     http_status = 500
     code = "leaderboard_config"
+
+
+class RepoFileRefused(LeaderboardError):
+    """A file of the model repository is not read: it is larger than the limit for its kind, or not a
+    regular file inside the repository (a link leaving it). Replace it with a regular file within the limit."""
+
+    http_status = 422
+    code = "repo_file_refused"
+
+    def __init__(self, filename: str, problem: str) -> None:
+        self.filename = filename
+        self.problem = problem
+        super().__init__(f"{filename} is refused: {problem}")
+
+
+class RepoFileInvalid(LeaderboardError):
+    """A file of the model repository lacks the fields or types its format requires: fix what the message
+    names."""
+
+    http_status = 422
+    code = "repo_file_invalid"
+
+    def __init__(self, filename: str, problem: str, fix: str) -> None:
+        self.filename = filename
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{filename} is not valid: {problem}. Fix: {fix}")

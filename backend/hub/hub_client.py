@@ -19,16 +19,23 @@ from huggingface_hub.errors import (
     DisabledRepoError,
     GatedRepoError,
     HFValidationError,
-    RemoteEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
     SafetensorsParsingError,
 )
+from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import SafetensorsFileMetadata
 
-from backend.errors import ModelAccessDenied, ModelNotFound, ModelSourceError, RevisionNotFound
+from backend.domain import preview
+from backend.errors import (
+    ModelAccessDenied,
+    ModelNotFound,
+    ModelSourceError,
+    RepoFileInvalid,
+    RevisionNotFound,
+)
 from backend.hub.interface import ModelRevision, ModelStatus, status_from_revision, unavailable
-from backend.hub.model_files import repo_relative_path, validate_safetensors_header
+from backend.hub.model_files import repo_relative_path, too_large, validate_safetensors_header
 
 T = TypeVar("T")
 
@@ -36,7 +43,7 @@ T = TypeVar("T")
 @contextmanager
 def _translated(repo_id: str, revision: str, what: str) -> Iterator[None]:
     """Turn huggingface_hub's errors into ours; the order matters (GatedRepoError is a RepositoryNotFound)."""
-    where = f"{repo_id} at revision {revision!r}"
+    where = f"{repo_id} at revision {preview(revision)}"
     try:
         yield
     except GatedRepoError as exc:
@@ -49,8 +56,6 @@ def _translated(repo_id: str, revision: str, what: str) -> Iterator[None]:
         raise RevisionNotFound(f"{repo_id} has no branch, tag or commit {revision!r}") from exc
     except HFValidationError as exc:
         raise ModelNotFound(f"{repo_id!r} is not a valid repository id ({exc})") from exc
-    except SafetensorsParsingError as exc:
-        raise ModelSourceError(f"malformed safetensors header in {where}: {exc}") from exc
     except (httpx2.HTTPError, OSError) as exc:  # HfHubHTTPError, timeouts, refused connections, offline mode
         raise ModelSourceError(f"the Hub could not {what} for {where}: {exc}") from exc
 
@@ -106,21 +111,36 @@ class HubModelSource:
             return unavailable(repo_id, exc.message)
         return status_from_revision(self, revision)
 
-    def read_text(self, repo_id: str, sha: str, filename: str) -> str | None:
-        """Download one file into the cache and read it; None when the commit has no such file."""
+    def read_bytes(self, repo_id: str, sha: str, filename: str, max_bytes: int) -> bytes | None:
+        """Ask the file's size first; download it into the cache only when it is within ``max_bytes``."""
         repo_relative_path(filename)
+        infos = self._call(
+            repo_id,
+            sha,
+            f"describe {filename}",
+            lambda: self._api.get_paths_info(repo_id, [filename], revision=sha, repo_type="model"),
+        )
+        info = next((i for i in infos if isinstance(i, RepoFile) and i.path == filename), None)
+        if info is None:
+            return None
+        if info.size > max_bytes:
+            raise too_large(filename, info.size, max_bytes)
+        path = self._call(
+            repo_id,
+            sha,
+            f"download {filename}",
+            lambda: self._api.hf_hub_download(repo_id, filename, revision=sha, cache_dir=self._cache_dir),
+        )
         try:
-            path = self._call(
-                repo_id,
-                sha,
-                f"download {filename}",
-                lambda: self._api.hf_hub_download(repo_id, filename, revision=sha, cache_dir=self._cache_dir),
-            )
-        except ModelSourceError as exc:
-            if isinstance(exc.__cause__, RemoteEntryNotFoundError):
-                return None
-            raise
-        return Path(str(path)).read_text(encoding="utf-8", errors="replace")
+            with open(str(path), "rb") as file:
+                data = file.read(max_bytes + 1)
+        except OSError as exc:
+            raise ModelSourceError(
+                f"the Hub cache could not give {filename} of {repo_id}: {exc.strerror}"
+            ) from exc
+        if len(data) > max_bytes:
+            raise too_large(filename, len(data), max_bytes)
+        return data
 
     def safetensors_headers(self, repo_id: str, sha: str) -> dict[str, dict[str, Any]]:
         """Headers of the root ``*.safetensors`` files, each read with range requests (no weights)."""
@@ -148,17 +168,10 @@ class HubModelSource:
             return self._api.parse_safetensors_file_metadata(
                 repo_id, name, revision=sha, timeout=self._timeout
             )
-        except (TypeError, AttributeError) as exc:  # a header shaped unlike huggingface_hub expects
-            raise SafetensorsParsingError(f"{name}: unexpected header structure ({exc})") from exc
-
-    def fetch(self, repo_id: str, sha: str, patterns: list[str]) -> Path:
-        """Download only the files matching ``patterns`` at ``sha`` into the cache; return their folder."""
-        folder = self._call(
-            repo_id,
-            sha,
-            "download files",
-            lambda: self._api.snapshot_download(
-                repo_id, revision=sha, allow_patterns=patterns, cache_dir=self._cache_dir
-            ),
-        )
-        return Path(str(folder))
+        except (SafetensorsParsingError, TypeError, AttributeError) as exc:  # malformed, or shaped unlike
+            # huggingface_hub expects
+            raise RepoFileInvalid(
+                name,
+                f"malformed safetensors header ({exc})",
+                "re-upload the weights with save_pretrained(..., safe_serialization=True)",
+            ) from exc

@@ -3,14 +3,15 @@
 Two implementations: ``HubModelSource`` (huggingface_hub, production) and ``LocalModelStore`` (a folder in
 the Hugging Face hub cache layout, for air-gapped clusters and for tests). Validation only ever talks to
 this interface, and never executes or unpickles anything from a repository: it reads JSON, text and
-safetensors headers.
+safetensors headers, each file within a size limit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
+
+from backend.errors import RepoFileInvalid, RepoFileRefused
 
 
 @dataclass(frozen=True)
@@ -52,18 +53,17 @@ class ModelSource(Protocol):
         """
         ...
 
-    def read_text(self, repo_id: str, sha: str, filename: str) -> str | None:
-        """The text of one file at a commit, or None when the file does not exist."""
+    def read_bytes(self, repo_id: str, sha: str, filename: str, max_bytes: int) -> bytes | None:
+        """The content of one file at a commit, or None when the file does not exist.
+
+        Never reads more than ``max_bytes``: a bigger file is RepoFileRefused, as is (in a local store) a
+        file that is not a regular file inside the repository.
+        """
         ...
 
     def safetensors_headers(self, repo_id: str, sha: str) -> dict[str, SafetensorsHeader]:
         """The header of every ``*.safetensors`` file at a commit (file name -> header), read without
-        reading any weights. Raises ModelSourceError with the file name when a header is malformed."""
-        ...
-
-    def fetch(self, repo_id: str, sha: str, patterns: list[str]) -> Path:
-        """A local folder holding the files at a commit that match the glob ``patterns`` (and only those,
-        for the Hub), so that transformers can load config and tokenizer from disk with no network."""
+        reading any weights. Raises RepoFileInvalid with the file name when a header is malformed."""
         ...
 
     def model_status(self, repo_id: str) -> ModelStatus:
@@ -72,16 +72,25 @@ class ModelSource(Protocol):
         ...
 
 
+def read_text(source: ModelSource, revision: ModelRevision, filename: str, max_bytes: int) -> str | None:
+    """A file at a resolved revision as text (undecodable bytes replaced), or None when it is absent."""
+    data = source.read_bytes(revision.repo_id, revision.sha, filename, max_bytes)
+    return None if data is None else data.decode("utf-8", errors="replace")
+
+
 def status_from_revision(source: ModelSource, revision: ModelRevision) -> ModelStatus:
     """The status of a repository from its resolved default branch: likes and access from the revision, the
-    license from its model card."""
-    from backend.hub.model_files import license_of, split_model_card
+    license from its model card (none when the card is absent, refused or invalid)."""
+    from backend.hub.repo_records import MAX_CARD_BYTES, ModelCard
 
     if revision.gated or revision.private:
         why = "gated" if revision.gated else "private"
         return ModelStatus(revision.repo_id, False, revision.likes, None, f"the repository is {why}")
-    card = source.read_text(revision.repo_id, revision.sha, "README.md")
-    license_id = license_of(split_model_card(card)[0]) if card else None
+    try:
+        card = read_text(source, revision, "README.md", MAX_CARD_BYTES)
+        license_id = ModelCard.parse(card).license if card else None
+    except (RepoFileRefused, RepoFileInvalid):
+        license_id = None
     return ModelStatus(revision.repo_id, True, revision.likes, license_id)
 
 

@@ -13,19 +13,21 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
-from typing import Any
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
 
-from backend.errors import ModelNotFound, ModelSourceError, RevisionNotFound
+from backend.domain import is_repo_id, is_revision, is_sha, preview
+from backend.errors import ModelNotFound, ModelSourceError, RepoFileRefused, RevisionNotFound
 from backend.hub.interface import ModelRevision, ModelStatus, status_from_revision, unavailable
-from backend.hub.model_files import read_safetensors_header, repo_relative_path
+from backend.hub.model_files import parse_safetensors_header, repo_relative_path, too_large
 
-_SHA = re.compile(r"[0-9a-f]{40}")
 _SHORT_SHA = re.compile(r"[0-9a-f]{7,39}")
-# The Hub's repo id rule, less what would make folder names ambiguous ("--", "..").
-_REPO_PART = re.compile(r"[A-Za-z0-9_.\-]{1,96}")
+#: A ref file holds a sha and a newline; anything longer is not a ref.
+_MAX_REF_BYTES = 128
 
 #: Files are digested in chunks so that chunks in holes of sparse files need not be read.
 _CHUNK = 8 * 1024 * 1024
@@ -34,15 +36,6 @@ _CHUNK = 8 * 1024 * 1024
 def repo_folder_name(repo_id: str) -> str:
     """The cache folder of a repo, as huggingface_hub names it."""
     return "models--" + repo_id.replace("/", "--")
-
-
-def _check_repo_id(repo_id: str) -> None:
-    parts = repo_id.split("/")
-    if not (
-        1 <= len(parts) <= 2
-        and all(_REPO_PART.fullmatch(p) and "--" not in p and ".." not in p for p in parts)
-    ):
-        raise ModelNotFound(f"{repo_id!r} is not a valid repository id (ORG/NAME)")
 
 
 def _data_regions(fd: int, size: int) -> Iterator[tuple[int, int]]:
@@ -117,8 +110,29 @@ def _files_under(folder: Path) -> list[str]:
     return sorted(found)
 
 
+def _link_leaving(snapshot: Path, repo: Path) -> str | None:
+    """The first entry of a snapshot (file or folder, dangling or not) that is a link resolving outside the
+    repository folder, as a path relative to the snapshot; None when every link stays inside."""
+    for directory, folders, names in os.walk(snapshot):
+        for name in sorted(folders + names):
+            path = Path(directory, name)
+            if path.is_symlink() and not _inside(path, repo):
+                return path.relative_to(snapshot).as_posix()
+    return None
+
+
+def _inside(path: Path, repo: Path) -> bool:
+    """Whether ``path``, its links followed, stays inside the (resolved) repository folder."""
+    return Path(os.path.realpath(path)).is_relative_to(repo)
+
+
 class LocalModelStore:
-    """ModelSource over a hub-cache-layout folder. Repos are never gated or private and have no likes."""
+    """ModelSource over a hub-cache-layout folder. Repos are never gated or private and have no likes.
+
+    Every file it reads or lists stays inside its repository's folder: links into the repository's own
+    ``blobs/`` are the layout's normal case, a link anywhere else is refused (RepoFileRefused). Messages name
+    repositories and revisions, never the store's folders.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -128,20 +142,21 @@ class LocalModelStore:
 
     def repo_dir(self, repo_id: str) -> Path:
         """The folder of a repo in the store (it may not exist)."""
-        _check_repo_id(repo_id)
+        if not is_repo_id(repo_id):
+            raise ModelNotFound(f"{preview(repo_id)} is not a valid repository id (ORG/NAME)")
         return self.root / repo_folder_name(repo_id)
 
     def _existing_repo_dir(self, repo_id: str) -> Path:
         folder = self.repo_dir(repo_id)
         if not folder.is_dir():
-            raise ModelNotFound(f"no model repository {repo_id!r} in the local model store {self.root}")
+            raise ModelNotFound(f"no model repository {repo_id!r} in the local model store")
         return folder
 
     def _snapshot_dir(self, repo_id: str, sha: str) -> Path:
         folder = self._existing_repo_dir(repo_id)
         snapshot = folder / "snapshots" / sha
-        if not _SHA.fullmatch(sha) or not snapshot.is_dir():
-            raise RevisionNotFound(f"{repo_id} has no commit {sha!r} in the local model store {self.root}")
+        if not is_sha(sha) or not snapshot.is_dir():
+            raise RevisionNotFound(f"{repo_id} has no commit {preview(sha)} in the local model store")
         return snapshot
 
     def _refs(self, folder: Path) -> list[str]:
@@ -152,26 +167,42 @@ class LocalModelStore:
         snapshots = folder / "snapshots"
         if not snapshots.is_dir():
             return []
-        return sorted(p.name for p in snapshots.iterdir() if p.is_dir() and _SHA.fullmatch(p.name))
+        return sorted(p.name for p in snapshots.iterdir() if p.is_dir() and is_sha(p.name))
+
+    def _ref(self, repo_id: str, folder: Path, revision: str) -> str | None:
+        """The sha a branch or tag points to, or None when there is no such ref (or no ref can be so named)."""
+        if not is_revision(revision):
+            return None
+        ref = folder / "refs" / revision
+        if not ref.is_file():
+            return None
+        if not _inside(ref, folder.resolve()):
+            raise RepoFileRefused(f"refs/{revision}", "it is a link that leaves the repository's folder")
+        try:
+            with open(ref, "rb") as file:
+                return file.read(_MAX_REF_BYTES).decode("utf-8", errors="replace").strip()
+        except OSError as exc:
+            raise ModelSourceError(
+                f"the local model store could not read {repo_id} ref {revision!r}: {exc.strerror}"
+            ) from exc
 
     def resolve(self, repo_id: str, revision: str) -> ModelRevision:
-        """Freeze a branch, tag, full sha or unambiguous short sha (7+ hex digits) to a snapshot."""
+        """Freeze a branch, tag, full sha or unambiguous short sha (7+ hex digits) to a snapshot.
+
+        A snapshot holding a link that leaves the repository's folder is refused (RepoFileRefused): whatever
+        later reads the snapshot (validation, transformers, the harness) reads only the repository's files.
+        """
         folder = self._existing_repo_dir(repo_id)
         snapshots = self._snapshots(folder)
-        sha: str | None = None
-        as_path = PurePosixPath(revision)
-        if revision and "\\" not in revision and ".." not in as_path.parts and not as_path.is_absolute():
-            ref = folder / "refs" / revision
-            if ref.is_file():
-                sha = ref.read_text(encoding="utf-8").strip()
-                if sha not in snapshots:
-                    raise ModelSourceError(
-                        f"the local model store is inconsistent: {repo_id} ref {revision!r} points to commit "
-                        f"{sha!r}, which has no snapshot under {folder / 'snapshots'}"
-                    )
+        sha = self._ref(repo_id, folder, revision)
+        if sha is not None and sha not in snapshots:
+            raise ModelSourceError(
+                f"the local model store is inconsistent: {repo_id} ref {revision!r} points to commit "
+                f"{preview(sha)}, which has no snapshot"
+            )
         if sha is None and revision in snapshots:
             sha = revision
-        if sha is None and _SHORT_SHA.fullmatch(revision):
+        if sha is None and isinstance(revision, str) and _SHORT_SHA.fullmatch(revision):
             matches = [s for s in snapshots if s.startswith(revision)]
             if len(matches) > 1:
                 raise RevisionNotFound(
@@ -183,35 +214,64 @@ class LocalModelStore:
             refs = ", ".join(self._refs(folder)) or "none"
             commits = ", ".join(snapshots) or "none"
             raise RevisionNotFound(
-                f"{repo_id} has no revision {revision!r} in the local model store; "
+                f"{repo_id} has no revision {preview(revision)} in the local model store; "
                 f"branches and tags: {refs}; commits: {commits}"
             )
-        files = tuple(_files_under(folder / "snapshots" / sha))
-        return ModelRevision(repo_id=repo_id, sha=sha, files=files)
+        snapshot = folder / "snapshots" / sha
+        leaving = _link_leaving(snapshot, folder.resolve())
+        if leaving is not None:
+            raise RepoFileRefused(leaving, "it is a link that leaves the repository")
+        return ModelRevision(repo_id=repo_id, sha=sha, files=tuple(_files_under(snapshot)))
 
     def model_status(self, repo_id: str) -> ModelStatus:
         """Available while the repository's folder has a main branch; never any likes."""
         try:
             revision = self.resolve(repo_id, "main")
-        except (ModelNotFound, RevisionNotFound) as exc:
+        except (ModelNotFound, RevisionNotFound, RepoFileRefused) as exc:
             return unavailable(repo_id, exc.message)
         return status_from_revision(self, revision)
 
-    def _file(self, repo_id: str, sha: str, filename: str) -> Path | None:
+    @contextmanager
+    def _open(self, repo_id: str, sha: str, filename: str) -> Iterator[BinaryIO | None]:
+        """A file of a snapshot opened for reading, or None when it is absent; only regular files that stay
+        inside the repository's folder are opened (checked on the opened file, so a swap cannot slip in)."""
         relative = repo_relative_path(filename)
         snapshot = self._snapshot_dir(repo_id, sha)
         path = snapshot.joinpath(*relative.parts)
         if not path.is_file():
-            return None
-        # Symlinks into blobs/ are normal; anything resolving outside the repo folder is not.
-        if not path.resolve().is_relative_to(snapshot.parent.parent.resolve()):
-            raise ModelSourceError(f"refused {filename!r} in {repo_id}: it links outside the repository")
-        return path
+            yield None
+            return
+        real = Path(os.path.realpath(path))
+        if not real.is_relative_to(snapshot.parent.parent.resolve()):
+            raise RepoFileRefused(filename, "it is a link that leaves the repository")
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            raise ModelSourceError(
+                f"the local model store could not read {filename} of {repo_id} at {sha}: {exc.strerror}"
+            ) from exc
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise RepoFileRefused(filename, "it is not a regular file")
+            try:
+                yield file
+            except OSError as exc:
+                raise ModelSourceError(
+                    f"the local model store could not read {filename} of {repo_id} at {sha}: {exc.strerror}"
+                ) from exc
 
-    def read_text(self, repo_id: str, sha: str, filename: str) -> str | None:
-        """The text of a file in a snapshot (undecodable bytes replaced), or None when it is absent."""
-        path = self._file(repo_id, sha, filename)
-        return None if path is None else path.read_text(encoding="utf-8", errors="replace")
+    def read_bytes(self, repo_id: str, sha: str, filename: str, max_bytes: int) -> bytes | None:
+        """The bytes of a file in a snapshot, or None when it is absent; never more than ``max_bytes`` read."""
+        with self._open(repo_id, sha, filename) as file:
+            if file is None:
+                return None
+            size = os.fstat(file.fileno()).st_size
+            if size > max_bytes:
+                raise too_large(filename, size, max_bytes)
+            data = file.read(max_bytes + 1)
+            if len(data) > max_bytes:  # it grew since fstat
+                raise too_large(filename, len(data), max_bytes)
+            return data
 
     def safetensors_headers(self, repo_id: str, sha: str) -> dict[str, dict[str, Any]]:
         """Headers of the ``*.safetensors`` files at the repository root, the ones transformers loads."""
@@ -219,17 +279,10 @@ class LocalModelStore:
         headers = {}
         for name in _files_under(snapshot):
             if "/" not in name and name.endswith(".safetensors"):
-                path = self._file(repo_id, sha, name)
-                assert path is not None
-                headers[name] = read_safetensors_header(path)
+                with self._open(repo_id, sha, name) as file:
+                    if file is not None:
+                        headers[name] = parse_safetensors_header(file, name)
         return headers
-
-    def fetch(self, repo_id: str, sha: str, patterns: list[str]) -> Path:
-        """The snapshot folder itself: every file is already local, so ``patterns`` select nothing here.
-
-        Callers load only config and tokenizer files from it and must not rely on other files being absent.
-        """
-        return self._snapshot_dir(repo_id, sha)
 
     def add_snapshot(self, repo_id: str, source_dir: Path, branch: str = "main") -> str:
         """Copy a folder of files in as a snapshot and point ``refs/<branch>`` at it; return its sha.

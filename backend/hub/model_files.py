@@ -15,31 +15,40 @@ from typing import Any, BinaryIO
 
 import yaml
 
-from backend.errors import ModelSourceError
+from backend.domain import preview
+from backend.errors import InvalidInput, RepoFileInvalid, RepoFileRefused
 
 #: A header longer than this is refused; the largest real ones (thousands of tensors) are a few MB.
 MAX_SAFETENSORS_HEADER_BYTES = 100_000_000
+#: safetensors stores offsets as unsigned 64-bit integers: no size or dimension reaches this.
+_U64_LIMIT = 2**64
 
-#: Bytes per element of the safetensors dtypes whose size is a whole number of bytes, to check data_offsets.
-_DTYPE_BYTES = {
-    "BOOL": 1,
-    "U8": 1,
-    "I8": 1,
-    "F8_E5M2": 1,
-    "F8_E4M3": 1,
-    "F8_E8M0": 1,
-    "I16": 2,
-    "U16": 2,
-    "F16": 2,
-    "BF16": 2,
-    "I32": 4,
-    "U32": 4,
-    "F32": 4,
-    "C64": 8,
-    "I64": 8,
-    "U64": 8,
-    "F64": 8,
+#: Bits per element of every dtype safetensors defines (0.8), to check that data_offsets span the shape.
+DTYPE_BITS = {
+    "BOOL": 8,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "F8_E4M3FNUZ": 8,
+    "F8_E5M2FNUZ": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "C64": 64,
+    "F64": 64,
+    "I64": 64,
+    "U64": 64,
 }
+_SAFETENSORS_FIX = "re-upload the weights with save_pretrained(..., safe_serialization=True)"
 
 # The Hub's own rule for front matter (huggingface_hub.repocard): a leading `---` line, YAML, a `---` line.
 _FRONT_MATTER = re.compile(r"^(\s*---[\r\n]+)([\S\s]*?)([\r\n]+---(\r\n|\n|$))")
@@ -49,51 +58,67 @@ def repo_relative_path(name: str, what: str = "file name") -> PurePosixPath:
     """A path inside a repository from untrusted input; refuses anything that could leave the repository."""
     path = PurePosixPath(name)
     if not name or "\\" in name or "\x00" in name or path.is_absolute() or ".." in path.parts:
-        raise ModelSourceError(f"refused {what} {name!r}: it must be a relative path inside the repository")
+        raise InvalidInput(f"refused {what} {name!r}: it must be a relative path inside the repository")
     return path
 
 
-def _malformed(name: str, problem: str) -> ModelSourceError:
-    return ModelSourceError(f"malformed safetensors header in {name}: {problem}")
+def too_large(filename: str, size: int, limit: int) -> RepoFileRefused:
+    """The refusal of a file over its size limit (what every model source raises, unread)."""
+    return RepoFileRefused(
+        filename, f"it is {size:,} bytes, above the {limit:,}-byte limit for a file read in validation"
+    )
+
+
+def _malformed(name: str, problem: str) -> RepoFileInvalid:
+    return RepoFileInvalid(name, f"malformed safetensors header: {problem}", _SAFETENSORS_FIX)
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_size(value: Any) -> bool:
+    return _is_int(value) and 0 <= value < _U64_LIMIT
+
+
 def validate_safetensors_header(header: Any, name: str) -> dict[str, Any]:
     """Check a decoded header has the shape the safetensors format requires, so counting can trust it.
 
-    Each tensor needs a dtype, a shape of non-negative ints and data_offsets [begin, end] whose length
-    agrees with dtype and shape (checked for dtypes of whole bytes; others, e.g. sub-byte types, pass).
+    Each tensor needs a dtype safetensors defines, a shape of sizes below 2**64 and data_offsets
+    [begin, end] (below 2**64) whose span is exactly what dtype and shape need. Raises RepoFileInvalid.
     """
     if not isinstance(header, dict):
         raise _malformed(name, "the header is not a JSON object")
     for key, entry in header.items():
+        shown = preview(key)
         if key == "__metadata__":
             if not isinstance(entry, dict):
                 raise _malformed(name, "__metadata__ is not a JSON object")
             continue
         if not isinstance(entry, dict):
-            raise _malformed(name, f"tensor {key!r} is not a JSON object")
+            raise _malformed(name, f"tensor {shown} is not a JSON object")
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
         if not isinstance(dtype, str) or not dtype:
-            raise _malformed(name, f"tensor {key!r} has no dtype")
-        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-            raise _malformed(name, f"tensor {key!r} has no valid shape (a list of non-negative integers)")
+            raise _malformed(name, f"tensor {shown} has no dtype")
+        bits = DTYPE_BITS.get(dtype)
+        if bits is None:
+            raise _malformed(
+                name, f"tensor {shown} has dtype {preview(dtype)}, which safetensors does not define"
+            )
+        if not isinstance(shape, list) or not all(_is_size(d) for d in shape):
+            raise _malformed(name, f"tensor {shown} has no valid shape (a list of non-negative integers)")
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
-            or not all(_is_int(o) for o in offsets)
-            or not 0 <= offsets[0] <= offsets[1]
+            or not all(_is_size(o) for o in offsets)
+            or not offsets[0] <= offsets[1]
         ):
-            raise _malformed(name, f"tensor {key!r} has no valid data_offsets [begin, end]")
-        size = _DTYPE_BYTES.get(dtype)
-        if size is not None and offsets[1] - offsets[0] != math.prod(shape) * size:
+            raise _malformed(name, f"tensor {shown} has no valid data_offsets [begin, end]")
+        span, needed_bits = offsets[1] - offsets[0], math.prod(shape) * bits
+        if span * 8 != needed_bits:
             raise _malformed(
                 name,
-                f"tensor {key!r} spans {offsets[1] - offsets[0]} bytes, but {dtype} {shape} needs "
-                f"{math.prod(shape) * size}",
+                f"tensor {shown} spans {span} bytes, but {dtype} {preview(shape)} needs {needed_bits / 8:g}",
             )
     return header
 
@@ -110,8 +135,8 @@ def _header_length(prefix: bytes, name: str) -> int:
 def _decode(raw: bytes, name: str) -> dict[str, Any]:
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise _malformed(name, f"the header is not valid UTF-8 JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, too deep, an int too long to parse
+        raise _malformed(name, f"the header is not valid UTF-8 JSON ({_first_line(exc)})") from exc
     return validate_safetensors_header(header, name)
 
 
@@ -177,17 +202,31 @@ def split_model_card(text: str) -> tuple[dict[str, Any], str]:
     return (metadata if isinstance(metadata, dict) else {}), body
 
 
+#: Files in which transformers finds a chat template besides tokenizer_config.json.
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+
+
+def has_template_file(files: tuple[str, ...]) -> bool:
+    """Whether a repository has a chat template in a file of its own (at its root, where transformers looks)."""
+    return any(name in files for name in CHAT_TEMPLATE_FILES)
+
+
 def has_chat_template(tokenizer_config_text: str | None, files: tuple[str, ...]) -> bool:
     """Whether transformers would find a chat template: in tokenizer_config.json or in its own file."""
-    if "chat_template.jinja" in files or "chat_template.json" in files:
+    if has_template_file(files):
         return True
     if not tokenizer_config_text:
         return False
     try:
         config = json.loads(tokenizer_config_text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
         return False
-    template = config.get("chat_template") if isinstance(config, dict) else None
+    return isinstance(config, dict) and template_is_set(config.get("chat_template"))
+
+
+def template_is_set(template: Any) -> bool:
+    """Whether a tokenizer config's ``chat_template`` value holds a template: a non-blank string, or a list
+    of ``{"name", "template"}`` entries one of which is non-blank."""
     if isinstance(template, str):
         return bool(template.strip())
     if isinstance(template, list):
@@ -196,6 +235,11 @@ def has_chat_template(tokenizer_config_text: str | None, files: tuple[str, ...])
             for item in template
         )
     return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
 
 
 def _text(value: Any) -> str | None:

@@ -1,56 +1,77 @@
 """Every check a submission passes before it is queued, in the reference's order.
 
 Each rejection is a SubmissionRejected naming its rule and the fix. Repositories are untrusted input:
-nothing here executes or unpickles a repository file; parameters are counted from safetensors headers, and
-config and tokenizer are loaded with trust_remote_code=False from a folder holding only those files.
+nothing here executes or unpickles a repository file. Every file read has a size limit and is parsed once
+into a typed record (backend/hub/repo_records.py); parameters are counted from safetensors headers; config
+and tokenizer are loaded with trust_remote_code=False from a temporary folder holding copies of only the
+files transformers needs. Messages name repositories and revisions, never a folder of the server.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections.abc import Callable
+import re
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from types import ModuleType
 
-from backend.domain import REPO_ID_RE, ModelType, Precision, Submission, WeightType, namespace_of
+from backend.domain import (
+    REPO_ID_RULE,
+    REVISION_RULE,
+    ModelType,
+    Precision,
+    Submission,
+    WeightType,
+    is_repo_id,
+    is_revision,
+    namespace_of,
+    preview,
+)
 from backend.errors import (
     AlreadySubmitted,
     ModelAccessDenied,
     ModelNotFound,
-    ModelSourceError,
+    RepoFileInvalid,
+    RepoFileRefused,
     RevisionNotFound,
     SubmissionRejected,
 )
-from backend.hub.interface import ModelRevision, ModelSource
-from backend.hub.model_files import has_chat_template, license_of, parameter_count, split_model_card
+from backend.hub.interface import ModelRevision, ModelSource, read_text
+from backend.hub.model_files import has_template_file, parameter_count
+from backend.hub.repo_records import (
+    MAX_CARD_BYTES,
+    MAX_CONFIG_BYTES,
+    ModelCard,
+    ModelConfig,
+    TokenizerConfig,
+    loadable_limit,
+)
 from backend.settings import Settings
 from backend.storage.moderation import ModerationRepository
 from backend.storage.requests import NewRequest, RateLimit, RequestRepository
 
 log = logging.getLogger(__name__)
 
-#: Files transformers needs to load a config and a tokenizer; never code, never weights.
-CONFIG_AND_TOKENIZER_FILES = [
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "vocab.txt",
-    "merges.txt",
-    "*.model",
-    "chat_template.jinja",
-    "chat_template.json",
-]
 #: GPTQ size multiplier by bits, as the reference used it.
 GPTQ_FACTORS = {2: 8, 3: 6, 4: 4, 8: 2}
 QUANTIZED_FACTORS = {Precision.INT8: 2, Precision.INT4: 4}
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+REPO_FILES_FIX = (
+    "make every file validation reads (configs, tokenizer files, the model card, safetensors weights) a "
+    "regular file of the repository within its size limit, with no link leaving the repository"
+)
+
+#: transformers imports its config, tokenizer and model modules lazily on first use, and a first use racing
+#: another one sees a half-imported module ("no attribute 'AutoConfig'"). Import and loading hold this lock.
+_TRANSFORMERS_LOCK = threading.Lock()
+#: An absolute path in a message from transformers: never shown to a submitter.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.])/(?:[\w.@+-]+/)*[\w.@+-]+")
 
 
 @dataclass(frozen=True)
@@ -74,9 +95,15 @@ class ValidationContext:
 
 def validate(sub: Submission, ctx: ValidationContext) -> NewRequest:
     """Run every check; return what to store, or raise SubmissionRejected for the first that fails."""
-    _check_repo_id(sub.model, "repo-id", "the model")
+    _check_repo_id(sub.model, "the model")
     if sub.base_model is not None:
-        _check_repo_id(sub.base_model, "repo-id", "the base model")
+        _check_repo_id(sub.base_model, "the base model")
+    if not is_revision(sub.revision):
+        raise SubmissionRejected(
+            "revision",
+            f"the revision {preview(sub.revision)} is not a branch, tag or commit name",
+            f"pass --revision with {REVISION_RULE}",
+        )
     if sub.model_type is None:
         raise SubmissionRejected(
             "model-type",
@@ -96,13 +123,7 @@ def validate(sub: Submission, ctx: ValidationContext) -> NewRequest:
         ctx.requests.check_rate_limit(namespace_of(sub.model), limit)
 
     for candidate in filter(None, (sub.model, sub.base_model)):
-        entry = ctx.moderation.blocked_entry(candidate)
-        if entry is not None:
-            raise SubmissionRejected(
-                "blocklist",
-                f"{candidate} is blocked ({entry.key}: {entry.reason or 'no reason given'})",
-                "submit another model; if you believe the block is wrong, contact the leaderboard admins",
-            )
+        _check_not_blocked(candidate, ctx, f"{candidate} is blocked")
 
     model = _resolve(ctx.source, sub.model, sub.revision, "model")
     existing = ctx.requests.find_active(sub.model, model.sha, sub.precision)
@@ -114,16 +135,25 @@ def validate(sub: Submission, ctx: ValidationContext) -> NewRequest:
     )
     # Parameters of what will be evaluated, from safetensors headers only.
     config_repo = base if needs_base and base is not None else model
-    config = _read_json(ctx.source, config_repo, "config.json") or {}
-    own_params = _count_params(ctx.source, model, sub, config)
+    config = _read_config(ctx.source, config_repo)
+    _require_weights(model, sub.weight_type)
+    gptq_bits = _gptq_bits(config, config_repo) if sub.precision is Precision.GPTQ else None
+    own_params = _count_params(ctx.source, model, sub.weight_type, gptq_bits)
     if sub.weight_type is WeightType.ADAPTER and base is not None:
-        base_params = _count_params(ctx.source, base, Submission(base.repo_id, sub.sender), config)
+        _require_weights(base, WeightType.ORIGINAL)
+        base_params = _count_params(ctx.source, base, WeightType.ORIGINAL, gptq_bits)
         params = own_params + base_params  # the adapter's own tensors plus the base, counted once
     else:
         params = own_params  # Delta weights are full size: counting the base too would double it
-    _check_size(params, sub.precision, config, ctx.settings)
+    _check_size(params, sub.precision, gptq_bits, ctx.settings)
 
-    loaded_config = _load_config_and_tokenizer(ctx.source, config_repo)
+    if config is None:
+        raise SubmissionRejected(
+            "config",
+            f"no config.json in {config_repo.repo_id} at {config_repo.sha}",
+            "push the config.json that save_pretrained writes",
+        )
+    _load_config_and_tokenizer(ctx.source, config_repo, config)
     if sub.weight_type is WeightType.ADAPTER and "adapter_config.json" not in model.files:
         raise SubmissionRejected(
             "adapter",
@@ -131,8 +161,8 @@ def validate(sub: Submission, ctx: ValidationContext) -> NewRequest:
             "upload the adapter with PEFT's save_pretrained/push_to_hub, which writes adapter_config.json",
         )
 
-    card_text = ctx.source.read_text(model.repo_id, model.sha, "README.md")
-    if card_text is None:
+    card = _read_card(ctx.source, model)
+    if card is None:
         raise SubmissionRejected(
             "model-card",
             f"{sub.model} has no model card (README.md); one of at least {ctx.settings.min_card_chars} "
@@ -140,20 +170,21 @@ def validate(sub: Submission, ctx: ValidationContext) -> NewRequest:
             "add a README.md describing the model (training, data, intended use and limits) with YAML "
             "metadata that declares its license",
         )
-    metadata, body = split_model_card(card_text)
-    _check_declared_bases(metadata, ctx, sub.model)
-    licence = license_of(metadata)
-    if licence is None:
+    for declared in card.base_models:  # what the model was built from: blocked bases stay blocked
+        _check_not_blocked(
+            declared, ctx, f"{sub.model}'s model card declares base_model {declared}, which is blocked"
+        )
+    if card.license is None:
         raise SubmissionRejected(
             "license",
             f"the model card of {sub.model} declares no license",
             "add `license: <id>` (or `license: other` with `license_name` and `license_link`) to the YAML "
             "metadata at the top of README.md",
         )
-    if len(body) < ctx.settings.min_card_chars:
+    if len(card.body) < ctx.settings.min_card_chars:
         raise SubmissionRejected(
             "model-card",
-            f"{sub.model} has a model card of {len(body)} characters; at least {ctx.settings.min_card_chars} "
+            f"{sub.model} has a model card of {len(card.body)} characters; at least {ctx.settings.min_card_chars} "
             "are required",
             "describe the model in README.md: how it was trained, on what data, its intended use and limits",
         )
@@ -163,10 +194,7 @@ def validate(sub: Submission, ctx: ValidationContext) -> NewRequest:
         use_chat_template = sub.model_type is ModelType.CHAT
     if use_chat_template:
         template_repo = model if _has_tokenizer(model) else config_repo
-        tokenizer_config = ctx.source.read_text(
-            template_repo.repo_id, template_repo.sha, "tokenizer_config.json"
-        )
-        if not has_chat_template(tokenizer_config, template_repo.files):
+        if not _has_chat_template(ctx.source, template_repo):
             raise SubmissionRejected(
                 "chat-template",
                 f"evaluation with a chat template was asked for, but {template_repo.repo_id} has none",
@@ -184,19 +212,59 @@ def validate(sub: Submission, ctx: ValidationContext) -> NewRequest:
         base_model=sub.base_model,
         use_chat_template=use_chat_template,
         params_b=params / 1e9,
-        architectures=tuple(loaded_config.get("architectures") or ()),
-        license=licence,
+        architectures=config.architectures,
+        license=card.license,
         sender=sub.sender,
     )
 
 
-def _check_repo_id(value: str, rule: str, what: str) -> None:
-    if not REPO_ID_RE.match(value):
+def _check_repo_id(value: str, what: str) -> None:
+    if not is_repo_id(value):
         raise SubmissionRejected(
-            rule,
-            f"{what} id '{value}' is not a Hub repository id",
-            "give it as ORG/NAME (letters, digits, '-', '_' and '.'; no '--' or '..'), as in the model's Hub URL",
+            "repo-id", f"{what} id {preview(value)} is not a Hub repository id", f"give it as {REPO_ID_RULE}"
         )
+
+
+def _check_not_blocked(candidate: str, ctx: ValidationContext, problem: str) -> None:
+    entry = ctx.moderation.blocked_entry(candidate)
+    if entry is not None:
+        raise SubmissionRejected(
+            "blocklist",
+            f"{problem} ({entry.key}: {entry.reason or 'no reason given'})",
+            "submit another model; if you believe the block is wrong, contact the leaderboard admins",
+        )
+
+
+def _rule_of(filename: str) -> str:
+    """The rule under which a repository file's problems fall."""
+    if filename.endswith(".safetensors"):
+        return "safetensors"
+    if filename == "README.md":
+        return "model-card"
+    if filename == "adapter_config.json":
+        return "adapter"
+    if filename in ("config.json", "generation_config.json"):
+        return "config"
+    return "tokenizer"
+
+
+@contextmanager
+def _file_rules(repo: ModelRevision) -> Iterator[None]:
+    """Reading a repository's files: a refused or invalid file becomes the rule it breaks."""
+    try:
+        yield
+    except RepoFileRefused as exc:
+        raise SubmissionRejected(
+            "repo-files",
+            f"{exc.filename} in {repo.repo_id} at {repo.sha} is refused: {exc.problem}",
+            REPO_FILES_FIX,
+        ) from exc
+    except RepoFileInvalid as exc:
+        raise SubmissionRejected(
+            _rule_of(exc.filename),
+            f"{exc.filename} of {repo.repo_id} at {repo.sha} is not valid: {exc.problem}",
+            exc.fix,
+        ) from exc
 
 
 def _resolve(source: ModelSource, repo_id: str, revision: str, what: str) -> ModelRevision:
@@ -211,7 +279,7 @@ def _resolve(source: ModelSource, repo_id: str, revision: str, what: str) -> Mod
     except RevisionNotFound as exc:
         raise SubmissionRejected(
             "revision",
-            f"the {what} {repo_id} has no revision '{revision}' ({exc.message})",
+            f"the {what} {repo_id} has no revision {preview(revision)} ({exc.message})",
             "pass --revision with an existing branch, tag or full commit sha",
         ) from exc
     except ModelAccessDenied as exc:
@@ -219,6 +287,12 @@ def _resolve(source: ModelSource, repo_id: str, revision: str, what: str) -> Mod
             "model-access",
             f"the {what} {repo_id} is gated or private",
             "make the repository public and ungated: the leaderboard evaluates public models only",
+        ) from exc
+    except RepoFileRefused as exc:
+        raise SubmissionRejected(
+            "repo-files",
+            f"{exc.filename} in the {what} {repo_id} at {preview(revision)} is refused: {exc.problem}",
+            REPO_FILES_FIX,
         ) from exc
     if resolved.gated or resolved.private:
         raise SubmissionRejected(
@@ -229,40 +303,28 @@ def _resolve(source: ModelSource, repo_id: str, revision: str, what: str) -> Mod
     return resolved
 
 
-def _read_json(source: ModelSource, repo: ModelRevision, filename: str) -> dict[str, Any] | None:
-    text = source.read_text(repo.repo_id, repo.sha, filename)
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SubmissionRejected(
-            "config",
-            f"{filename} of {repo.repo_id} at {repo.sha} is not valid JSON ({exc.msg}, line {exc.lineno})",
-            f"fix {filename} so that it parses as JSON",
-        ) from exc
-    if not isinstance(value, dict):
-        raise SubmissionRejected(
-            "config", f"{filename} of {repo.repo_id} is not a JSON object", f"fix {filename}"
-        )
-    return value
+def _read_config(source: ModelSource, repo: ModelRevision) -> ModelConfig | None:
+    with _file_rules(repo):
+        text = read_text(source, repo, "config.json", MAX_CONFIG_BYTES)
+        return None if text is None else ModelConfig.parse(text)
 
 
-def _check_declared_bases(metadata: dict[str, Any], ctx: ValidationContext, model: str) -> None:
-    """The card's `base_model` metadata names what the model was built from: blocked bases stay blocked."""
-    declared = metadata.get("base_model") or []
-    for base in [declared] if isinstance(declared, str) else declared:
-        entry = ctx.moderation.blocked_entry(str(base)) if isinstance(base, str) else None
-        if entry is not None:
-            raise SubmissionRejected(
-                "blocklist",
-                f"{model}'s model card declares base_model {base}, which is blocked ({entry.reason or 'no reason'})",
-                "submit a model built on another base; if the block is wrong, contact the leaderboard admins",
-            )
+def _read_card(source: ModelSource, repo: ModelRevision) -> ModelCard | None:
+    with _file_rules(repo):
+        text = read_text(source, repo, "README.md", MAX_CARD_BYTES)
+        return None if text is None else ModelCard.parse(text)
 
 
-def _count_params(source: ModelSource, repo: ModelRevision, sub: Submission, config: dict[str, Any]) -> int:
-    if sub.weight_type is WeightType.ADAPTER:
+def _has_chat_template(source: ModelSource, repo: ModelRevision) -> bool:
+    if has_template_file(repo.files):
+        return True
+    with _file_rules(repo):
+        text = read_text(source, repo, "tokenizer_config.json", MAX_CONFIG_BYTES)
+        return text is not None and TokenizerConfig.parse(text).has_chat_template
+
+
+def _require_weights(repo: ModelRevision, weight_type: WeightType) -> None:
+    if weight_type is WeightType.ADAPTER:
         if ADAPTER_WEIGHTS not in repo.files:
             raise SubmissionRejected(
                 "safetensors",
@@ -276,44 +338,41 @@ def _count_params(source: ModelSource, repo: ModelRevision, sub: Submission, con
             "convert the weights: load the model and call save_pretrained(..., safe_serialization=True), "
             "then push the *.safetensors files",
         )
-    try:
+
+
+def _count_params(
+    source: ModelSource, repo: ModelRevision, weight_type: WeightType, gptq_bits: int | None
+) -> int:
+    with _file_rules(repo):
         headers = source.safetensors_headers(repo.repo_id, repo.sha)
-    except ModelSourceError as exc:
-        raise SubmissionRejected(
-            "safetensors",
-            f"the safetensors files of {repo.repo_id} at {repo.sha} cannot be read ({exc.message})",
-            "re-upload the weights with save_pretrained(..., safe_serialization=True)",
-        ) from exc
-    if sub.weight_type is WeightType.ADAPTER:
+    if weight_type is WeightType.ADAPTER:
         headers = {name: h for name, h in headers.items() if name.endswith(ADAPTER_WEIGHTS)}
-    bits = _gptq_bits(config, repo) if sub.precision is Precision.GPTQ else None
-    return parameter_count(headers, gptq_bits=bits)
+    return parameter_count(headers, gptq_bits=gptq_bits)
 
 
-def _gptq_bits(config: dict[str, Any], repo: ModelRevision) -> int:
-    quantization = config.get("quantization_config") or {}
-    if not isinstance(quantization, dict) or str(quantization.get("quant_method", "")).lower() != "gptq":
+def _gptq_bits(config: ModelConfig | None, repo: ModelRevision) -> int:
+    quantization = config.quantization if config is not None else None
+    if quantization is None or quantization.method != "gptq":
         raise SubmissionRejected(
             "precision",
             f"GPTQ precision was chosen, but {repo.repo_id}'s config.json has no GPTQ quantization_config",
             "submit the GPTQ-quantized repository, or choose float16/bfloat16/8bit/4bit for full weights",
         )
-    bits = quantization.get("bits", 4)
+    bits = 4 if quantization.bits is None else quantization.bits
     if bits not in GPTQ_FACTORS:
         raise SubmissionRejected(
             "precision",
             f"GPTQ with {bits} bits is not supported",
             f"use GPTQ weights with one of {sorted(GPTQ_FACTORS)} bits",
         )
-    return int(bits)
+    return bits
 
 
-def _check_size(params: int, precision: Precision, config: dict[str, Any], settings: Settings) -> None:
+def _check_size(params: int, precision: Precision, gptq_bits: int | None, settings: Settings) -> None:
     if precision in (Precision.FLOAT16, Precision.BFLOAT16):
         limit_b = settings.max_params_b
     elif precision is Precision.GPTQ:
-        bits = (config.get("quantization_config") or {}).get("bits", 4)
-        limit_b = settings.max_params_b_quantized * GPTQ_FACTORS.get(bits, 1)
+        limit_b = settings.max_params_b_quantized * GPTQ_FACTORS.get(gptq_bits or 4, 1)
     else:
         limit_b = settings.max_params_b_quantized * QUANTIZED_FACTORS[precision]
     if params / 1e9 > limit_b:
@@ -328,37 +387,50 @@ def _has_tokenizer(repo: ModelRevision) -> bool:
     return any(f in repo.files for f in ("tokenizer.json", "tokenizer_config.json"))
 
 
-def _load_config_and_tokenizer(source: ModelSource, repo: ModelRevision) -> dict[str, Any]:
-    """Load config and tokenizer the way the harness will, with trust_remote_code=False."""
-    raw = _read_json(source, repo, "config.json")
-    if raw is None:
-        raise SubmissionRejected(
-            "config",
-            f"no config.json in {repo.repo_id} at {repo.sha}",
-            "push the config.json that save_pretrained writes",
-        )
-    folder = source.fetch(repo.repo_id, repo.sha, CONFIG_AND_TOKENIZER_FILES)
+def _transformers() -> ModuleType:
+    """transformers, imported on first use (it takes seconds); callers hold _TRANSFORMERS_LOCK."""
     # Only configs and tokenizers are loaded here: transformers' advice that torch is missing is noise.
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     import transformers
 
     transformers.logging.set_verbosity_error()
-    needs_code = "auto_map" in raw
+    return transformers
+
+
+def _load_config_and_tokenizer(source: ModelSource, repo: ModelRevision, config: ModelConfig) -> None:
+    """Load config and tokenizer the way the harness will, with trust_remote_code=False, from a temporary
+    folder holding copies of the root files transformers may open (each checked and within its limit)."""
+    with tempfile.TemporaryDirectory(prefix="leaderboard-validation-") as scratch:
+        folder = Path(scratch)
+        with _file_rules(repo):
+            for name in repo.files:
+                limit = loadable_limit(name)
+                data = None if limit is None else source.read_bytes(repo.repo_id, repo.sha, name, limit)
+                if data is not None:
+                    (folder / name).write_bytes(data)
+        with _TRANSFORMERS_LOCK:
+            _load_with_transformers(_transformers(), folder, repo, config)
+
+
+def _load_with_transformers(
+    transformers: ModuleType, folder: Path, repo: ModelRevision, config: ModelConfig
+) -> None:
+    version = transformers.__version__
     try:
         transformers.AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
     except Exception as exc:  # transformers raises ValueError, KeyError, OSError... for bad configs
-        if needs_code or "trust_remote_code" in str(exc):
+        if config.needs_remote_code or "trust_remote_code" in str(exc):
             raise SubmissionRejected(
                 "remote-code",
-                f"{repo.repo_id} needs custom code to load (model_type '{raw.get('model_type')}' with auto_map), "
-                "and the leaderboard never runs code from model repositories",
+                f"{repo.repo_id} needs custom code to load (model_type {preview(config.model_type)} with "
+                "auto_map), and the leaderboard never runs code from model repositories",
                 "make the model loadable by a transformers release without trust_remote_code (an architecture "
                 "transformers ships), then submit again",
             ) from exc
         raise SubmissionRejected(
             "config",
-            f"the config of {repo.repo_id} does not load with transformers {transformers.__version__}: "
-            f"{_first_line(exc)}",
+            f"the config of {repo.repo_id} at {repo.sha} does not load with transformers {version}: "
+            f"{_first_line(exc, folder, repo)}",
             "make sure AutoConfig.from_pretrained(repo) works with trust_remote_code=False",
         ) from exc
     try:
@@ -366,14 +438,16 @@ def _load_config_and_tokenizer(source: ModelSource, repo: ModelRevision) -> dict
     except Exception as exc:
         raise SubmissionRejected(
             "tokenizer",
-            f"the tokenizer of {repo.repo_id} does not load with transformers {transformers.__version__}: "
-            f"{_first_line(exc)}",
+            f"the tokenizer of {repo.repo_id} at {repo.sha} does not load with transformers {version}: "
+            f"{_first_line(exc, folder, repo)}",
             "push the tokenizer files (tokenizer.json, tokenizer_config.json) and make sure "
             "AutoTokenizer.from_pretrained(repo) works with trust_remote_code=False",
         ) from exc
-    return raw
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException, folder: Path, repo: ModelRevision) -> str:
+    """The first line of an error from transformers, with the folder it loaded from shown as the repo."""
     text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
+    for shown in {os.path.realpath(folder), str(folder)}:
+        text = text.replace(shown, repo.repo_id)
+    return _ABSOLUTE_PATH.sub("<path>", text.splitlines()[0])[:300]

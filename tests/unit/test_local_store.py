@@ -9,10 +9,19 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from backend.errors import ModelNotFound, ModelSourceError, RevisionNotFound
+from backend.errors import (
+    InvalidInput,
+    ModelNotFound,
+    ModelSourceError,
+    RepoFileInvalid,
+    RepoFileRefused,
+    RevisionNotFound,
+)
 from backend.hub.factory import model_source_from_settings
 from backend.hub.hub_client import HubModelSource
 from backend.hub.local_store import LocalModelStore, file_digest
+
+LIMIT = 1_000_000
 
 SHA_A = "a" * 40
 
@@ -78,7 +87,7 @@ def test_an_unknown_repository_is_model_not_found(store: LocalModelStore) -> Non
         store.resolve("org/absent", "main")
 
 
-@pytest.mark.parametrize("repo_id", ["../etc", "org/../x", "a/b/c", "org--x/y", "", "org/"])
+@pytest.mark.parametrize("repo_id", ["../etc", "org/../x", "a/b/c", "org--x/y", "", "org/", "gpt2"])
 def test_an_invalid_repository_id_is_model_not_found(store: LocalModelStore, repo_id: str) -> None:
     with pytest.raises(ModelNotFound, match="not a valid repository id"):
         store.resolve(repo_id, "main")
@@ -86,10 +95,20 @@ def test_an_invalid_repository_id_is_model_not_found(store: LocalModelStore, rep
 
 def test_an_unknown_revision_names_the_revisions_that_exist(tmp_path: Path, store: LocalModelStore) -> None:
     sha = store.add_snapshot("org/m", _folder(tmp_path, {"a": "1"}))
-    for revision in ("dev", "0" * 40, "0123456", "../../refs/main", "/etc/passwd", ""):
+    for revision in (
+        "dev",
+        "0" * 40,
+        "0123456",
+        "../../refs/main",
+        "/etc/passwd",
+        "",
+        "x\x00y",
+        "b" * 10_000,
+    ):
         with pytest.raises(RevisionNotFound) as caught:
             store.resolve("org/m", revision)
         assert "main" in caught.value.message and sha in caught.value.message
+        assert len(caught.value.message) < 300  # a long revision is not echoed whole
 
 
 def test_an_ambiguous_short_sha_is_refused(store: LocalModelStore) -> None:
@@ -107,16 +126,26 @@ def test_a_ref_to_a_missing_snapshot_is_a_store_error(store: LocalModelStore) ->
         store.resolve("org/m", "main")
 
 
-def test_read_text_of_present_and_absent_files(tmp_path: Path, store: LocalModelStore) -> None:
+def test_read_bytes_of_present_and_absent_files(tmp_path: Path, store: LocalModelStore) -> None:
     sha = store.add_snapshot("org/m", _folder(tmp_path, {"config.json": '{"a": 1}', "d/x.txt": b"\xffok"}))
-    assert store.read_text("org/m", sha, "config.json") == '{"a": 1}'
-    assert store.read_text("org/m", sha, "d/x.txt") == "\ufffdok"
-    assert store.read_text("org/m", sha, "missing.json") is None
-    assert store.read_text("org/m", sha, "d") is None
+    assert store.read_bytes("org/m", sha, "config.json", LIMIT) == b'{"a": 1}'
+    assert store.read_bytes("org/m", sha, "d/x.txt", LIMIT) == b"\xffok"
+    assert store.read_bytes("org/m", sha, "missing.json", LIMIT) is None
+    assert store.read_bytes("org/m", sha, "d", LIMIT) is None
     with pytest.raises(RevisionNotFound):
-        store.read_text("org/m", SHA_A, "config.json")
+        store.read_bytes("org/m", SHA_A, "config.json", LIMIT)
     with pytest.raises(RevisionNotFound):
-        store.read_text("org/m", "main", "config.json")  # only commits, never branches, past resolve()
+        store.read_bytes(
+            "org/m", "main", "config.json", LIMIT
+        )  # only commits, never branches, past resolve()
+
+
+def test_a_file_over_its_limit_is_refused_unread(tmp_path: Path, store: LocalModelStore) -> None:
+    source = _folder(tmp_path, {"config.json": "{}"})
+    os.truncate(source / "config.json", 2**40)  # a terabyte of hole: reading it whole would never end
+    sha = store.add_snapshot("org/m", source)
+    with pytest.raises(RepoFileRefused, match=r"1,099,511,627,776 bytes, above the 1,000,000-byte limit"):
+        store.read_bytes("org/m", sha, "config.json", LIMIT)
 
 
 @pytest.mark.parametrize(
@@ -126,25 +155,91 @@ def test_file_names_that_leave_the_repository_are_refused(
     tmp_path: Path, store: LocalModelStore, name: str
 ) -> None:
     sha = store.add_snapshot("org/m", _folder(tmp_path, {"a": "1"}))
-    with pytest.raises(ModelSourceError, match="refused"):
-        store.read_text("org/m", sha, name)
+    with pytest.raises(InvalidInput, match="refused"):
+        store.read_bytes("org/m", sha, name, LIMIT)
 
 
-def test_the_hub_cache_layout_with_blobs_and_symlinks_is_read(tmp_path: Path, store: LocalModelStore) -> None:
+def _hub_cache_repo(store: LocalModelStore) -> Path:
+    """org/m in the layout `hf download` writes: a snapshot of links into blobs/, and refs/main."""
     repo = store.repo_dir("org/m")
     (repo / "blobs").mkdir(parents=True)
     (repo / "blobs" / "123abc").write_text('{"model_type": "llama"}')
     snapshot = repo / "snapshots" / SHA_A
     snapshot.mkdir(parents=True)
     (snapshot / "config.json").symlink_to("../../blobs/123abc")
-    (tmp_path / "secret").write_text("do not read")
-    (snapshot / "leak.txt").symlink_to(tmp_path / "secret")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(SHA_A + "\n")
-    assert store.resolve("org/m", "main").files == ("config.json", "leak.txt")
-    assert store.read_text("org/m", SHA_A, "config.json") == '{"model_type": "llama"}'
-    with pytest.raises(ModelSourceError, match="outside the repository"):
-        store.read_text("org/m", SHA_A, "leak.txt")
+    return snapshot
+
+
+def test_the_hub_cache_layout_with_blobs_and_symlinks_is_read(store: LocalModelStore) -> None:
+    _hub_cache_repo(store)
+    assert store.resolve("org/m", "main").files == ("config.json",)
+    assert store.read_bytes("org/m", SHA_A, "config.json", LIMIT) == b'{"model_type": "llama"}'
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "tokenizer.json",  # a file
+        "sub/vocab.json",  # a file in a folder
+        "folder",  # a folder: whatever is under it would be read
+        "dangling.json",  # to an outside path that does not exist (yet)
+    ],
+)
+def test_a_snapshot_with_a_link_leaving_the_repository_does_not_resolve(
+    tmp_path: Path, store: LocalModelStore, link: str
+) -> None:
+    snapshot = _hub_cache_repo(store)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.json").write_text('{"secret": true}')
+    target = {"folder": outside, "dangling.json": outside / "absent"}.get(link, outside / "secret.json")
+    (snapshot / link).parent.mkdir(parents=True, exist_ok=True)
+    (snapshot / link).symlink_to(target)
+    with pytest.raises(RepoFileRefused, match="link that leaves the repository") as caught:
+        store.resolve("org/m", "main")
+    assert caught.value.filename == link
+    assert str(tmp_path) not in caught.value.message
+
+
+def test_a_link_into_another_repository_of_the_store_is_refused(store: LocalModelStore) -> None:
+    snapshot = _hub_cache_repo(store)
+    other = store.repo_dir("org/other") / "snapshots" / SHA_A
+    other.mkdir(parents=True)
+    (other / "tokenizer.json").write_text("{}")
+    (snapshot / "tokenizer.json").symlink_to(other / "tokenizer.json")
+    with pytest.raises(RepoFileRefused):
+        store.resolve("org/m", "main")
+
+
+def test_reading_a_link_leaving_the_repository_is_refused(tmp_path: Path, store: LocalModelStore) -> None:
+    """A link made after resolve() (or read by sha without it) is refused when read, for every reader."""
+    snapshot = _hub_cache_repo(store)
+    (tmp_path / "secret").write_text("do not read")
+    (snapshot / "leak.txt").symlink_to(tmp_path / "secret")
+    (snapshot / "model.safetensors").symlink_to(tmp_path / "secret")
+    with pytest.raises(RepoFileRefused, match="leaves the repository"):
+        store.read_bytes("org/m", SHA_A, "leak.txt", LIMIT)
+    with pytest.raises(RepoFileRefused, match="leaves the repository"):
+        store.safetensors_headers("org/m", SHA_A)
+
+
+def test_messages_name_repositories_never_the_store_folder(tmp_path: Path, store: LocalModelStore) -> None:
+    sha = store.add_snapshot("org/m", _folder(tmp_path, {"a": "1"}))
+    (store.repo_dir("org/m") / "refs" / "broken").write_text("f" * 40)
+    errors = []
+    for call in (
+        lambda: store.resolve("org/absent", "main"),
+        lambda: store.resolve("org/m", "dev"),
+        lambda: store.resolve("org/m", "broken"),
+        lambda: store.read_bytes("org/m", "0" * 40, "a", LIMIT),
+    ):
+        with pytest.raises(ModelSourceError) as caught:
+            call()
+        errors.append(caught.value.message)
+    assert all(str(store.root) not in m and str(tmp_path) not in m for m in errors), errors
+    assert "org/absent" in errors[0] and "'dev'" in errors[1] and sha in errors[1]
 
 
 def test_huggingface_hub_reads_the_store_offline_by_repo_id(tmp_path: Path, store: LocalModelStore) -> None:
@@ -167,14 +262,8 @@ def test_safetensors_headers_of_root_files_only(tmp_path: Path, store: LocalMode
 
 def test_a_malformed_safetensors_header_names_the_file(tmp_path: Path, store: LocalModelStore) -> None:
     sha = store.add_snapshot("org/m", _folder(tmp_path, {"model.safetensors": b"\xff" * 64}))
-    with pytest.raises(ModelSourceError, match=r"model\.safetensors"):
+    with pytest.raises(RepoFileInvalid, match=r"model\.safetensors"):
         store.safetensors_headers("org/m", sha)
-
-
-def test_fetch_gives_the_snapshot_folder(tmp_path: Path, store: LocalModelStore) -> None:
-    sha = store.add_snapshot("org/m", _folder(tmp_path, {"config.json": "{}"}))
-    folder = store.fetch("org/m", sha, ["*.json"])
-    assert (folder / "config.json").read_text() == "{}"
 
 
 def test_sparse_files_stay_sparse_and_digest_like_their_dense_copy(

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save
 
-from backend.errors import ModelSourceError
+from backend.errors import RepoFileInvalid
 from backend.hub.model_files import (
     has_chat_template,
     license_of,
@@ -23,9 +23,12 @@ from backend.hub.model_files import (
 from backend.modelbuilder import write_sparse_safetensors
 
 
-def _raw(header: object) -> bytes:
-    body = json.dumps(header).encode()
+def _prefixed(body: bytes) -> bytes:
     return struct.pack("<Q", len(body)) + body
+
+
+def _raw(header: object) -> bytes:
+    return _prefixed(json.dumps(header).encode())
 
 
 def _tensor(dtype: str = "F32", shape: list[int] | None = None, offsets: list[int] | None = None) -> dict:
@@ -70,17 +73,32 @@ def test_reading_a_header_reads_only_the_header(tmp_path: Path) -> None:
         (_raw({"w": _tensor(offsets=[0, 1, 2])}), "no valid data_offsets"),
         (_raw({"w": _tensor(offsets=[0, 8])}), "spans 8 bytes, but F32 [2, 3] needs 24"),
         (_raw({"__metadata__": "pt", "w": _tensor()}), "__metadata__ is not a JSON object"),
+        # Sizes beyond what safetensors' unsigned 64-bit offsets can hold: counting them would overflow.
+        (_raw({"w": _tensor(shape=[10**400], offsets=[0, 4 * 10**400])}), "no valid shape"),
+        (_raw({"w": _tensor(shape=[2**64], offsets=[0, 2**66])}), "no valid shape"),
+        (_raw({"w": _tensor(shape=[2**62], offsets=[0, 2**64])}), "no valid data_offsets"),
+        (_raw({"w": _tensor(dtype="Q9", shape=[10**400], offsets=[0, 4])}), "dtype 'Q9', which safetensors"),
+        (_raw({"w": _tensor(dtype="F4", offsets=[0, 2])}), "spans 2 bytes, but F4 [2, 3] needs 3"),
+        (_prefixed(b'{"w": ' + b"9" * 5000 + b"}"), "not valid UTF-8 JSON"),  # an int too long to parse
+        (_prefixed(b"[" * 100_000 + b"]" * 100_000), "not valid UTF-8 JSON"),  # nested too deep
+        (_raw({"x" * 10_000: [1]}), "tensor 'xxxx"),  # named, but not echoed whole
     ],
+    ids=lambda value: value[:40] if isinstance(value, str) else None,
 )
 def test_malformed_headers_are_refused_with_the_file_name(data: bytes, problem: str) -> None:
-    with pytest.raises(ModelSourceError, match=r"model-00001\.safetensors") as caught:
+    """Each malformation is an invalid file naming the problem (never an OverflowError or RecursionError)."""
+    with pytest.raises(RepoFileInvalid, match=r"model-00001\.safetensors") as caught:
         parse_safetensors_header(data, "model-00001.safetensors")
+    assert caught.value.filename == "model-00001.safetensors"
     assert problem in str(caught.value)
+    assert len(caught.value.message) < 500
 
 
-def test_a_dtype_of_unknown_size_is_accepted_without_the_size_check() -> None:
+def test_sub_byte_dtypes_are_checked_by_bits() -> None:
     header = parse_safetensors_header(_raw({"w": _tensor(dtype="F4", offsets=[0, 3])}), "x")
     assert header["w"]["dtype"] == "F4"
+    six = parse_safetensors_header(_raw({"w": _tensor(dtype="F6_E2M3", shape=[4], offsets=[0, 3])}), "x")
+    assert six["w"]["shape"] == [4]
 
 
 def test_parameter_count_sums_every_tensor_of_every_file() -> None:

@@ -46,7 +46,7 @@ def store(tmp_path: Path) -> LocalModelStore:
 def _build(store: LocalModelStore, **options: Any) -> tuple[Path, tuple[str, ...], str]:
     sha = build_tiny_model(store, "org/tiny", **options)
     files = store.resolve("org/tiny", "main").files
-    return store.fetch("org/tiny", sha, []), files, sha
+    return store.repo_dir("org/tiny") / "snapshots" / sha, files, sha
 
 
 def _config(folder: Path) -> dict:
