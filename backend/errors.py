@@ -358,3 +358,18 @@ class RepoFileInvalid(LeaderboardError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{filename} is not valid: {problem}. Fix: {fix}")
+
+
+class PublishFailed(LeaderboardError):
+    """The results could not be delivered to the target: they stay in the outbox; fix the cause (the
+    message says it) and run `leaderboard publish` again."""
+
+    http_status = 502
+    code = "publish_failed"
+
+
+class NothingPublished(PublishFailed):
+    """Nothing is published at the configured target yet: run `leaderboard publish` first."""
+
+    http_status = 404
+    code = "nothing_published"

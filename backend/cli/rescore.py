@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from backend.cli.common import console, emit, handle_errors, open_app
-from backend.publish.targets import PublishFailed
+from backend.errors import PublishFailed
 
 
 @click.command("rescore")

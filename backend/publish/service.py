@@ -19,11 +19,11 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from backend.domain import EvalRequest
-from backend.errors import InvalidInput
+from backend.errors import InvalidInput, NothingPublished, PublishFailed
 from backend.leaderboards.config import LeaderboardConfig
 from backend.publish import files as layout
 from backend.publish.table import csv_bytes, parquet_bytes, to_arrow
-from backend.publish.targets import PublishFailed, Target
+from backend.publish.targets import Target
 from backend.services.leaderboard import latest_rows, table_context
 from backend.services.mirror import MirrorService
 from backend.storage.model_metadata import ModelMetadataRepository
@@ -158,10 +158,3 @@ class PublishService:
         if fmt == "csv":
             return csv_bytes(table)
         return (json.dumps(table.to_pylist(), indent=1, ensure_ascii=False) + "\n").encode()
-
-
-class NothingPublished(PublishFailed):
-    """Nothing is published at the configured target yet: run `leaderboard publish` first."""
-
-    http_status = 404
-    code = "nothing_published"

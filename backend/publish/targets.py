@@ -10,20 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from backend.errors import ConfigurationError, LeaderboardError
+from backend.errors import ConfigurationError, PublishFailed
 from backend.publish.files import write_atomic
 
 log = logging.getLogger(__name__)
 
 HUB_PREFIX = "hf://datasets/"
-
-
-class PublishFailed(LeaderboardError):
-    """The results could not be delivered to the target: they stay in the outbox; fix the cause (the
-    message says it) and run `leaderboard publish` again."""
-
-    http_status = 502
-    code = "publish_failed"
 
 
 class Target(Protocol):

@@ -22,7 +22,8 @@ from backend.domain import ModelType, Precision
 from backend.leaderboards.config import config_hash, load_config
 from backend.leaderboards.normalize import normalize, standard_errors
 from backend.publish.table import REFERENCE_COLUMNS
-from backend.publish.targets import HubDatasetTarget, LocalFolderTarget, PublishFailed, RetryPolicy
+from backend.errors import PublishFailed
+from backend.publish.targets import HubDatasetTarget, LocalFolderTarget, RetryPolicy
 from backend.storage.evaluations import Evaluation
 from backend.storage.model_metadata import ModelMetadata
 
@@ -271,9 +272,10 @@ class FakeHub(BaseHTTPRequestHandler):
                 if item["key"] == "file"
             }
             header = next(item["value"] for item in lines if item["key"] == "header")
-            self.commits.append({"path": self.path, "summary": header["summary"], "files": files})
+            oid = hashlib.sha1(str(len(self.commits)).encode()).hexdigest()  # one per commit, as on the Hub
+            self.commits.append({"path": self.path, "summary": header["summary"], "files": files, "oid": oid})
             host = self.headers["Host"]
-            self._reply({"commitUrl": f"http://{host}/datasets/org/results/commit/1", "commitOid": "1" * 40})
+            self._reply({"commitUrl": f"http://{host}/datasets/org/results/commit/{oid}", "commitOid": oid})
         else:
             self.send_error(404)
 
@@ -285,7 +287,7 @@ class FakeHub(BaseHTTPRequestHandler):
 
     def _file_headers(self, data: bytes) -> None:
         self.send_response(200)
-        self.send_header("X-Repo-Commit", "1" * 40)
+        self.send_header("X-Repo-Commit", self.commits[-1]["oid"])
         self.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
