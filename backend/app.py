@@ -10,12 +10,13 @@ from functools import cached_property
 from backend.domain import EvalRequest
 from backend.hub.factory import model_source_from_settings
 from backend.hub.interface import ModelSource
-from backend.leaderboards.config import load_config
+from backend.leaderboards.config import LeaderboardConfig, load_config
 from backend.publish.service import PublishReport, PublishService
-from backend.publish.targets import RetryPolicy as PublishRetryPolicy
 from backend.publish.targets import Target, target_from_setting
+from backend.retry import Backoff
 from backend.services.admin import AdminService
 from backend.services.evaluate import EvaluationService
+from backend.services.leaderboard import LeaderboardService
 from backend.services.mirror import MirrorService
 from backend.services.queue import QueueService, RetryPolicy
 from backend.services.rescore import RescoreService
@@ -95,13 +96,25 @@ class App:
         return EvaluationRepository(self.db, self.requests)
 
     @cached_property
-    def evaluation(self) -> EvaluationService:
+    def config(self) -> LeaderboardConfig:
+        """The leaderboard the worker evaluates with (LEADERBOARD_CONFIG), with the task set it names."""
+        return load_config(self.settings.config)
+
+    @cached_property
+    def leaderboard(self) -> LeaderboardService:
+        """The table as people read it: latest result per model, in the published columns."""
+        return LeaderboardService(
+            self.config, self.evaluations, self.requests, self.moderation, self.model_metadata
+        )
+
+    @cached_property
+    def worker(self) -> EvaluationService:
         publish = self.publish_results if self.settings.publish_after_evaluation else None
         return EvaluationService(self.settings, self.queue, self.evaluations, self.clock, publish=publish)
 
     @cached_property
     def rescoring(self) -> RescoreService:
-        return RescoreService(self.settings, self.evaluations, self.requests, self.clock)
+        return RescoreService(self.settings, self.evaluations, self.requests, self.clock, config=self.config)
 
     @cached_property
     def publications(self) -> PublicationRepository:
@@ -110,7 +123,7 @@ class App:
     @cached_property
     def publishing(self) -> PublishService:
         return PublishService(
-            load_config(self.settings.leaderboard),
+            self.config,
             self.publications,
             self.requests,
             self.moderation,
@@ -123,10 +136,10 @@ class App:
         """LEADERBOARD_RESULTS, with the publish retry settings; the Hub endpoint and token come from
         HF_ENDPOINT and HF_TOKEN."""
         settings = self.settings
-        retry = PublishRetryPolicy(
+        retry = Backoff(
             attempts=settings.publish_retry_attempts,
-            base_delay_s=settings.publish_retry_base_seconds,
-            max_delay_s=settings.publish_retry_max_seconds,
+            base_s=settings.publish_retry_base_seconds,
+            max_s=settings.publish_retry_max_seconds,
         )
         return target_from_setting(settings.results, retry=retry)
 

@@ -91,22 +91,21 @@ def run_demo(workdir: Path, console: Console, limit: int = 4) -> App:
     console.rule(
         f"4. the worker claims the top-ranked request and evaluates it ({limit} documents per subtask)"
     )
-    finished = app.evaluation.work_once("demo-worker")
+    finished = app.worker.work_once("demo-worker")
     if finished is not None:
         console.print(f"request {finished.id} ({finished.model}): {finished.status}")
         if finished.failure_reason:
             console.print(finished.failure_reason)
-        evaluation = app.evaluations.get(finished.id, settings.leaderboard)
+        evaluation = app.evaluations.get(finished.id, settings.config)
         if evaluation is not None:
             console.print(
                 f"evaluated in {evaluation.duration_seconds:.0f} s; artifacts in {evaluation.artifacts}"
             )
             console.print(f"reproduce with: {evaluation.provenance['command']}")
     console.rule("5. the leaderboard")
-    from backend.leaderboards.config import columns, load_config
+    from backend.leaderboards.config import columns
 
-    config = load_config(settings.leaderboard)
-    console.print(scores_table(config.name, columns(config), app.evaluation.table(config.name)))
+    console.print(scores_table(app.config.name, columns(app.config), app.leaderboard.ranked()))
     console.print(queue_table(app.queue.page(Status.PENDING), "still pending"))
 
     console.rule("6. the results dataset, published by the worker after the evaluation")

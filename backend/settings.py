@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         ge=1,
         description="Submissions one user may make per hour through the API (on top of the per-namespace limit).",
     )
-    leaderboard: str = Field(
+    config: str = Field(
         "open_llm_v2",
         description="The leaderboard config the worker evaluates with: a name in leaderboard_configs/ or a path.",
     )

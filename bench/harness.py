@@ -64,12 +64,12 @@ def _cpu_seconds() -> float:
 def _full(app: App) -> tuple[float, float, Path]:
     """One worker iteration: (wall seconds, CPU seconds, the attempt folder it ran in)."""
     cpu, started = _cpu_seconds(), time.perf_counter()
-    done = app.evaluation.work_once("bench-worker")
+    done = app.worker.work_once("bench-worker")
     seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
     if done is None or done.status is not Status.FINISHED:
         reason = done.failure_reason if done else "nothing to claim"
         raise RuntimeError(f"the worker did not finish its request: {reason}")
-    return seconds, cpu, app.evaluation.request_dir(done.id) / f"attempt-{done.attempts}"
+    return seconds, cpu, app.worker.request_dir(done.id) / f"attempt-{done.attempts}"
 
 
 def _bare(app: App, reference: Path, folder: Path) -> tuple[float, float, float]:
@@ -81,7 +81,7 @@ def _bare(app: App, reference: Path, folder: Path) -> tuple[float, float, float]
     spec_path = folder / "bare-spec.json"
     spec_path.write_text(json.dumps({"arguments": arguments, "tasks_dir": str(reference / "tasks")}))
     run_spec = RunSpec.from_json((reference / "spec.json").read_text())
-    env = app.evaluation.runner.child_environment(run_spec, folder)
+    env = app.worker.runner.child_environment(run_spec, folder)
     root = Path(__file__).resolve().parents[1]
     env["PYTHONPATH"] = str(root)
     cpu, started = _cpu_seconds(), time.perf_counter()
@@ -154,7 +154,7 @@ def run(size: str, root: Path) -> dict[str, Any]:
     cpu_ratios = [f / b for f, b in zip(full_cpu, bare_cpu, strict=True)]
     overheads = [f - b for f, b in zip(full_cpu, bare_cpu, strict=True)]
     median_overhead = spread(overheads)["median"]
-    config = load_config(settings.leaderboard)
+    config = load_config(settings.config)
     return {
         "what": "worker path (claim -> child -> parse -> normalize -> store) vs bare simple_evaluate "
         "in a fresh process, alternated",

@@ -15,9 +15,7 @@ from backend.api.limits import RateLimiter
 from backend.api.metrics import ApiMetrics
 from backend.api.middleware import AccessLog, BodyLimit
 from backend.app import App
-from backend.leaderboards.config import load_config
 from backend.services.auth import build_authenticator
-from backend.services.leaderboard import LeaderboardService
 from backend.storage.stats import StatsRepository
 from backend.storage.tokens import TokenRepository
 
@@ -62,10 +60,7 @@ def create_api(app: App, background: Sequence[Background] = ()) -> FastAPI:
             "submission": (settings.api_submissions_per_hour, 3600.0),
         }
     )
-    config = load_config(settings.leaderboard)
-    leaderboard = LeaderboardService(
-        config, app.evaluations, app.requests, app.moderation, app.model_metadata
-    )
+    leaderboard = app.leaderboard
     api.state.context = Context(app=app, auth=auth, limiter=limiter, leaderboard=leaderboard)
     metrics = ApiMetrics(StatsRepository(app.db))
     api.state.registry = metrics.registry

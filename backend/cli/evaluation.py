@@ -39,7 +39,7 @@ def worker(once: bool, worker_id: str | None) -> None:
     signal.signal(signal.SIGTERM, interrupt)
     try:
         if once:
-            request = app.evaluation.work_once(worker_id)
+            request = app.worker.work_once(worker_id)
             if request is None:
                 console.print("the queue is empty")
             else:
@@ -50,7 +50,7 @@ def worker(once: bool, worker_id: str | None) -> None:
             console.print(
                 f"worker {worker_id} polling every {app.settings.worker_poll_seconds:g} s (Ctrl-C stops)"
             )
-            app.evaluation.work_forever(worker_id, threading.Event())
+            app.worker.work_forever(worker_id, threading.Event())
     except KeyboardInterrupt:
         console.print("stopped")
 
@@ -65,7 +65,7 @@ def worker(once: bool, worker_id: str | None) -> None:
 @click.option("--base-model", default=None)
 @click.option("--chat-template/--no-chat-template", default=False, show_default=True)
 @click.option(
-    "--config", "leaderboard", default=None, help="Leaderboard config (default LEADERBOARD_LEADERBOARD)."
+    "--config", "leaderboard", default=None, help="Leaderboard config (default LEADERBOARD_CONFIG)."
 )
 @click.option("--limit", type=int, default=None, help="Documents per subtask (default: all).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder.")
@@ -92,11 +92,11 @@ def run(
     app = open_app()
     settings = app.settings
     resolved = app.model_source.resolve(model, revision)
-    leaderboard = leaderboard or settings.leaderboard
+    leaderboard = leaderboard or settings.config
     folder = (
         out or Path(settings.work_dir) / "manual-runs" / f"{model.replace('/', '__')}-{resolved.sha[:12]}"
     ).resolve()
-    run_settings = app.evaluation.run_settings(folder, "attempt")
+    run_settings = app.worker.run_settings(folder, "attempt")
     run_settings["leaderboard"] = leaderboard
     if limit is not None:
         run_settings["limit"] = limit
@@ -110,7 +110,7 @@ def run(
         **run_settings,
     )
     Path(spec.cache_path).parent.mkdir(parents=True, exist_ok=True)
-    result = app.evaluation.runner.run(spec, Path(spec.output_dir))
+    result = app.worker.runner.run(spec, Path(spec.output_dir))
     if not result.ok:
         assert result.failure is not None
         raise LeaderboardError(f"{result.failure.reason} (log: {result.log_path})")
@@ -122,11 +122,12 @@ def run(
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def scores(as_json: bool) -> None:
-    """The leaderboard: every evaluated request with its normalized scores, best average first."""
-    from backend.leaderboards.config import columns, load_config
+    """The leaderboard: every evaluated model with its scores, best average first (--json: every column of
+    the published table)."""
+    from backend.leaderboards.config import columns
 
     app = open_app()
-    config = load_config(app.settings.leaderboard)
-    rows = app.evaluation.table(config.name)
+    config = app.config
+    rows = app.leaderboard.ranked()
     title = f"{config.name}: {len(rows)} models"
     emit(as_json, rows, lambda: console.print(scores_table(title, columns(config), rows)))

@@ -85,5 +85,5 @@ def scores_table(title: str, score_columns: list[str], rows: list[dict[str, Any]
         table.add_column(column)
     for row in rows:
         values = [row.get(c) for c in shown]
-        table.add_row(row["model"], row["precision"], *("-" if v is None else f"{v:.2f}" for v in values))
+        table.add_row(row["fullname"], row["Precision"], *("-" if v is None else f"{v:.2f}" for v in values))
     return table

@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from backend.errors import ConfigurationError, PublishFailed
 from backend.publish.files import write_atomic
+from backend.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +47,8 @@ class LocalFolderTarget:
         return file.read_bytes() if file.is_file() else None
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Transient Hub failures (connection errors, timeouts, 429, 5xx) are retried with exponential backoff."""
-
-    attempts: int = 4
-    base_delay_s: float = 2.0
-    max_delay_s: float = 60.0
-
-    def delay(self, attempt: int) -> float:
-        return min(self.base_delay_s * 2 ** (attempt - 1), self.max_delay_s)
+#: Transient Hub failures (connection errors, timeouts, 429, 5xx) are retried with exponential backoff.
+DEFAULT_RETRY = Backoff(attempts=4, base_s=2.0, max_s=60.0)
 
 
 def is_transient(exc: Exception) -> bool:
@@ -77,7 +69,7 @@ class HubDatasetTarget:
         repo_id: str,
         endpoint: str | None = None,
         token: str | None = None,
-        retry: RetryPolicy | None = None,
+        retry: Backoff | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         from huggingface_hub import HfApi
@@ -86,7 +78,7 @@ class HubDatasetTarget:
         self.key = f"{HUB_PREFIX}{repo_id}"
         self.endpoint = endpoint
         self.api = HfApi(endpoint=endpoint, token=token)
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or DEFAULT_RETRY
         self.sleep = sleep
 
     def put(self, files: dict[str, bytes], message: str) -> list[str]:
@@ -127,7 +119,7 @@ class HubDatasetTarget:
 
 
 def target_from_setting(
-    results: str, endpoint: str | None = None, token: str | None = None, retry: RetryPolicy | None = None
+    results: str, endpoint: str | None = None, token: str | None = None, retry: Backoff | None = None
 ) -> Target:
     """LEADERBOARD_RESULTS: a local folder, or hf://datasets/ORG/NAME."""
     if results.startswith("hf://"):

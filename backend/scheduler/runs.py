@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 
 
 class RunCoordinator:
-    def __init__(self, evaluation: EvaluationService, executor: Executor, scheduler_id: str) -> None:
-        self.evaluation = evaluation
-        self.queue = evaluation.queue
+    def __init__(self, worker: EvaluationService, executor: Executor, scheduler_id: str) -> None:
+        self.worker = worker
+        self.queue = worker.queue
         self.executor = executor
         self.scheduler_id = scheduler_id
         self.own_prefix = f"{executor.kind}:{scheduler_id}:"
@@ -53,10 +53,10 @@ class RunCoordinator:
 
     def _start(self, request: EvalRequest) -> bool:
         assert request.worker_id is not None
-        spec = self.evaluation.spec(request)
+        spec = self.worker.spec(request)
         attempt = Path(spec.output_dir)
         Path(spec.cache_path).parent.mkdir(parents=True, exist_ok=True)
-        env = self.evaluation.runner.child_environment(spec, attempt)
+        env = self.worker.runner.child_environment(spec, attempt)
         try:
             job = self.executor.submit(request, spec, attempt, env)
         except ExecutorError as exc:  # not the request's fault: back to the queue, the attempt not counted
@@ -140,7 +140,7 @@ class RunCoordinator:
 
     def _record(self, request: EvalRequest, status: JobStatus) -> EvalRequest | None:
         assert request.worker_id is not None
-        attempt = self.evaluation.attempt_dir(request)
+        attempt = self.worker.attempt_dir(request)
         try:
             spec = RunSpec.from_json((attempt / "spec.json").read_text())
         except (
@@ -166,7 +166,7 @@ class RunCoordinator:
                 )
             except (LeaseLost, IllegalTransition):
                 return None
-        result = self.evaluation.runner.result(
+        result = self.worker.runner.result(
             attempt,
             status.returncode,
             _started_at(attempt),
@@ -175,7 +175,7 @@ class RunCoordinator:
             failure=status.failure,
         )
         try:
-            outcome = self.evaluation.finish_run(request, spec, result, request.worker_id)
+            outcome = self.worker.finish_run(request, spec, result, request.worker_id)
         except (LeaseLost, IllegalTransition) as exc:  # another scheduler recorded it first
             log.info("run already collected", extra={"request_id": request.id, "reason": exc.message})
             return None
@@ -191,7 +191,7 @@ class RunCoordinator:
         return outcome
 
     def _statuses(self, running: list[EvalRequest]) -> dict[str, JobStatus]:
-        return self.executor.status({r.job_id: self.evaluation.attempt_dir(r) for r in running if r.job_id})
+        return self.executor.status({r.job_id: self.worker.attempt_dir(r) for r in running if r.job_id})
 
     # -- shutdown -----------------------------------------------------------------------------------
     def shutdown(self) -> None:

@@ -49,8 +49,8 @@ class SchedulerService:
         self.app = app
         settings = app.settings
         self.scheduler_id = scheduler_id or default_scheduler_id()
-        self.executor = executor or executor_from_settings(settings, app.evaluation.runner)
-        self.runs = RunCoordinator(app.evaluation, self.executor, self.scheduler_id)
+        self.executor = executor or executor_from_settings(settings, app.worker.runner)
+        self.runs = RunCoordinator(app.worker, self.executor, self.scheduler_id)
         self.refresher = MetadataRefresher(
             app.model_source,
             app.model_metadata,

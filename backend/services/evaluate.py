@@ -88,33 +88,12 @@ class EvaluationService:
         self.work_dir = Path(settings.work_dir).resolve()
         self.runner = runner or Runner(settings.eval_timeout_seconds, self.work_dir / "hub-cache")
 
-    def table(self, leaderboard: str) -> list[dict[str, Any]]:
-        """Every evaluated request of a leaderboard with its published scores, best average first."""
-        from backend.leaderboards.config import columns, load_config
-
-        config = load_config(leaderboard)
-        average = columns(config)[-1]
-        rows: list[dict[str, Any]] = []
-        for evaluation in self.evaluations.latest(config.name):
-            request = self.queue.get(evaluation.request_id)
-            rows.append(
-                {
-                    "request": request.id,
-                    "model": request.model,
-                    "sha": request.sha,
-                    "precision": request.precision.value,
-                    **evaluation.scores,
-                }
-            )
-        rows.sort(key=lambda r: (r[average] is None, -(r[average] or 0.0)))
-        return rows
-
     def run_settings(self, folder: Path, attempt: str) -> dict[str, Any]:
         """The RunSpec fields that come from settings, for a run kept in ``folder``: one mapping for the
         worker and for `leaderboard run`, so a reproduction runs exactly as the worker did."""
         settings = self.settings
         return {
-            "leaderboard": settings.leaderboard,
+            "leaderboard": settings.config,
             "output_dir": str(folder / attempt),
             "cache_path": str(folder / "request-cache" / "lm-cache"),
             "data_mirror": str(Path(settings.data_mirror).resolve()) if settings.data_mirror else None,

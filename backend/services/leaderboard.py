@@ -73,15 +73,22 @@ class LeaderboardService:
         pairs = [(e, by_id[e.request_id]) for e in self.evaluations.latest(self.config.name)]
         return latest_rows(pairs, self.config, table_context(self.moderation, self.metadata))
 
+    def ranked(self) -> list[dict[str, Any]]:
+        """Every row, best average first (rows without an average last)."""
+        return self._ordered(Query(sort=self.config.average.column))
+
     def query(self, query: Query, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
         """(rows matching, the page of them) sorted by ``query.sort`` (missing values last)."""
+        ordered = self._ordered(query)
+        return len(ordered), ordered[offset : offset + limit]
+
+    def _ordered(self, query: Query) -> list[dict[str, Any]]:
         if query.sort not in self.columns:
             raise InvalidInput(f"sort must be a column of the table: one of {', '.join(self.columns)}")
         rows = [row for row in self.rows() if _matches(row, query)]
         present = [r for r in rows if r[query.sort] is not None]
         present.sort(key=lambda r: r[query.sort], reverse=query.descending)
-        ordered = present + [r for r in rows if r[query.sort] is None]
-        return len(ordered), ordered[offset : offset + limit]
+        return present + [r for r in rows if r[query.sort] is None]
 
 
 def _matches(row: dict[str, Any], query: Query) -> bool:

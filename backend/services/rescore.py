@@ -71,7 +71,7 @@ class RescoreService:
     @property
     def config(self) -> LeaderboardConfig:
         if self._config is None:
-            self._config = load_config(self.settings.leaderboard)
+            self._config = load_config(self.settings.config)
         return self._config
 
     def rescore(

@@ -98,7 +98,7 @@ def test_no_answer_shows_a_server_path_and_a_failed_runs_log_goes_to_whom_it_bel
             database_url=database_url, model_store=store.root, work_dir=work, leaderboard=str(missing)
         )
         with App.open(settings, source=store) as app:
-            failed = app.evaluation.work_once("worker-1")
+            failed = app.worker.work_once("worker-1")
         assert failed is not None and failed.id == rid and failed.status is Status.FAILED
         log_path = str(work / "runs" / f"request-{rid}" / "attempt-1" / "run.log")
         views = {

@@ -47,6 +47,6 @@ def test_demo_runs_the_whole_loop(tmp_path):
     assert [(r["model"], r["votes"], r["attempts"]) for r in finished] == [("demo-org/tiny-base", 3, 1)]
     assert [r["model"] for r in cli("queue")] == ["demo-org/tiny-chat"]
     table = cli("scores")
-    assert [row["model"] for row in table] == ["demo-org/tiny-base"]
+    assert [row["fullname"] for row in table] == ["demo-org/tiny-base"]
     assert 0 <= table[0]["Average ⬆️"] <= 100
     assert (workdir / "models" / "models--demo-org--tiny-chat" / "refs" / "main").is_file()

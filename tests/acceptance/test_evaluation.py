@@ -107,7 +107,8 @@ def test_submitted_model_is_evaluated_on_all_subtasks_and_its_scores_stored(asse
     samples = [Path(p) for p in provenance["samples_files"]]
     assert len(samples) == SUBTASKS and all(p.is_file() and p.stat().st_size > 0 for p in samples)
     table = cli(env, "scores", "--json")
-    assert json.loads(table.stdout)[0]["model"] == "acme/tiny-chat"
+    (scored,) = json.loads(table.stdout)
+    assert scored["fullname"] == "acme/tiny-chat"
 
     # Nothing was lost: the result waited in the outbox, and the next publish delivers it, once.
     assert app.publications.outbox_count(str(results.resolve())) == 1
@@ -119,6 +120,7 @@ def test_submitted_model_is_evaluated_on_all_subtasks_and_its_scores_stored(asse
     (row,) = pq.read_table(results / "leaderboard.parquet").to_pylist()
     assert row["fullname"] == "acme/tiny-chat" and row["Model sha"] == request["sha"]
     assert [row[c] for c in columns(config)] == [evaluation.scores[c] for c in columns(config)]
+    assert scored == {**row, "Evaluated at": scored["Evaluated at"]}  # `scores` shows the published row
     again = cli(env, "publish", "--json")
     assert json.loads(again.stdout)["published"] == 0
 

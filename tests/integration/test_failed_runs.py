@@ -33,7 +33,7 @@ def test_a_failed_run_keeps_its_reason_log_path_and_log_tail_apart(database_url:
     )
     with App.open(settings) as app:
         request = app.requests.create(new_request(), app.clock(), None)
-        failed = app.evaluation.work_once("worker-1")
+        failed = app.worker.work_once("worker-1")
         assert failed is not None and failed.id == request.id
         assert failed.status is Status.FAILED and failed.attempts == 1
         history = app.requests.history(request.id)

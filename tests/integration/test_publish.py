@@ -19,11 +19,12 @@ from click.testing import CliRunner
 
 from backend.cli.publish import download, publish
 from backend.domain import ModelType, Precision
+from backend.errors import PublishFailed
 from backend.leaderboards.config import config_hash, load_config
 from backend.leaderboards.normalize import normalize, standard_errors
 from backend.publish.table import REFERENCE_COLUMNS
-from backend.errors import PublishFailed
-from backend.publish.targets import HubDatasetTarget, LocalFolderTarget, RetryPolicy
+from backend.publish.targets import HubDatasetTarget, LocalFolderTarget
+from backend.retry import Backoff
 from backend.storage.evaluations import Evaluation
 from backend.storage.model_metadata import ModelMetadata
 
@@ -332,7 +333,7 @@ def test_unreachable_hub_keeps_the_outbox_and_a_later_publish_delivers_it(app, c
         evaluate(app, clock, tmp_path, *m)
     service = app.publishing
     slept: list[float] = []
-    retry = RetryPolicy(attempts=3, base_delay_s=0.5)
+    retry = Backoff(attempts=3, base_s=0.5, max_s=60.0)
     down = HubDatasetTarget("org/results", endpoint="http://127.0.0.1:9", retry=retry, sleep=slept.append)
     with pytest.raises(PublishFailed, match="2 evaluation\\(s\\) left in the outbox"):
         service.publish(down)

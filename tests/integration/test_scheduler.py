@@ -49,7 +49,7 @@ def test_two_schedulers_on_one_postgres_never_dispatch_a_request_twice(app, data
         LEADERBOARD_WORK_DIR=str(work),
         LEADERBOARD_MODEL_STORE=str(tmp_path / "empty-store"),
         # Every run fails at once, for a reason that is not retried: each request is run exactly once.
-        LEADERBOARD_LEADERBOARD=str(tmp_path / "no-such-config.yaml"),
+        LEADERBOARD_CONFIG=str(tmp_path / "no-such-config.yaml"),
         LEADERBOARD_EXECUTOR="local",
         LEADERBOARD_LOCAL_SLOTS="2",
         LEADERBOARD_SCHEDULER_POLL_SECONDS="0.2",
@@ -125,7 +125,7 @@ def test_local_runs_stop_when_cancelled_and_go_back_to_the_queue_when_the_schedu
     app = App.open(settings, source=tiny_store)
     first, second = _submit(app, "acme/tiny-a"), _submit(app, "acme/tiny-b")
     executor = LocalExecutor(Runner(3600, tmp_path / "hub"), slots=1)
-    runs = RunCoordinator(app.evaluation, executor, "s1")
+    runs = RunCoordinator(app.worker, executor, "s1")
 
     assert [r.id for r in runs.dispatch()] == [first]  # one slot: one run
     running = app.requests.get(first)
@@ -158,7 +158,7 @@ def test_a_run_the_executor_cannot_start_goes_back_to_the_queue_without_counting
     monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))  # sbatch cannot be found
     request = app.requests.create(new_request(), app.clock(), None)
     executor = SlurmExecutor(app.settings, max_jobs=4)
-    runs = RunCoordinator(app.evaluation, executor, "s1")
+    runs = RunCoordinator(app.worker, executor, "s1")
     assert runs.dispatch() == []
     back = app.requests.get(request.id)
     assert back.status is Status.PENDING and back.attempts == 0 and back.job_id is None
@@ -218,7 +218,7 @@ def test_scheduler_once_waits_for_the_local_runs_it_started(app, database_url, t
         LEADERBOARD_DATABASE_URL=database_url,
         LEADERBOARD_WORK_DIR=str(tmp_path / "work"),
         LEADERBOARD_MODEL_STORE=str(tmp_path / "empty-store"),
-        LEADERBOARD_LEADERBOARD=str(tmp_path / "no-such-config.yaml"),
+        LEADERBOARD_CONFIG=str(tmp_path / "no-such-config.yaml"),
         LEADERBOARD_SCHEDULER_POLL_SECONDS="0.2",
     )
     done = leaderboard(env, "scheduler", "--once", "--scheduler-id", "once", timeout=120)

@@ -11,7 +11,8 @@ from backend.errors import ConfigurationError
 from backend.leaderboards.config import load_config
 from backend.publish.files import card, task_of, write_atomic
 from backend.publish.table import REFERENCE_COLUMNS, TYPE_LABELS, co2_cost_kg, is_moe, table_columns
-from backend.publish.targets import HubDatasetTarget, LocalFolderTarget, RetryPolicy, target_from_setting
+from backend.publish.targets import HubDatasetTarget, LocalFolderTarget, target_from_setting
+from backend.retry import Backoff
 
 
 def test_co2_follows_the_reference_formula():
@@ -82,7 +83,7 @@ def test_target_from_the_results_setting(tmp_path: Path):
 
 
 def test_retry_backoff_is_exponential_and_bounded():
-    policy = RetryPolicy(attempts=6, base_delay_s=2, max_delay_s=10)
+    policy = Backoff(attempts=6, base_s=2, max_s=10)
     assert [policy.delay(n) for n in range(1, 6)] == [2, 4, 8, 10, 10]
 
 
@@ -110,6 +111,6 @@ def test_the_publish_retry_policy_comes_from_settings(tmp_path: Path):
     app = App(settings=settings, db=Database(f"sqlite:///{tmp_path / 'db.sqlite'}"))
     target = app.results_target()
     assert isinstance(target, HubDatasetTarget) and target.key == "hf://datasets/org/results"
-    assert target.retry == RetryPolicy(attempts=7, base_delay_s=0.5, max_delay_s=3.0)
+    assert target.retry == Backoff(attempts=7, base_s=0.5, max_s=3.0)
     assert [target.retry.delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 3.0]
     app.close()
