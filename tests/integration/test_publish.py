@@ -20,12 +20,14 @@ from click.testing import CliRunner
 from backend.cli.publish import download, publish
 from backend.domain import ModelType, Precision
 from backend.errors import PublishFailed
-from backend.leaderboards.config import config_hash, load_config
-from backend.leaderboards.normalize import normalize, standard_errors
+from backend.evaluation import synthetic
+from backend.evaluation.data import MANIFEST
+from backend.evaluation.materialize import materialize
+from backend.evaluation.runner import RunResult
+from backend.evaluation.tasks import load_task_set
 from backend.publish.table import REFERENCE_COLUMNS
 from backend.publish.targets import HubDatasetTarget, LocalFolderTarget
 from backend.retry import Backoff
-from backend.storage.evaluations import Evaluation
 from backend.storage.model_metadata import ModelMetadata
 
 from .conftest import new_request
@@ -61,48 +63,45 @@ def _samples(folder: Path, task: str) -> str:
     return str(path)
 
 
+def _mirror(tmp_path: Path) -> Path:
+    """A synthetic data mirror shared by the tests of this process (a run's task files are built from it)."""
+    root = tmp_path.parent / "publish-data-mirror"
+    if not (root / MANIFEST).is_file():
+        synthetic.synthesize(root, rows=1)
+    return root
+
+
 def evaluate(app, clock, tmp_path: Path, model: str, precision: Precision, model_type: ModelType, seconds):
-    """A request taken through the queue and finished with a realistic evaluation (no harness run)."""
-    config = load_config("open_llm_v2")
+    """A request taken through the queue and finished by the worker's own code from a realistic run: the
+    reference's results file, a sample file and the run's task files (only the harness run is left out)."""
     request = app.requests.create(
         replace(new_request(model=model, precision=precision), model_type=model_type), clock(), None
     )
     claimed = app.queue.claim("worker-1")
     assert claimed is not None and claimed.id == request.id
+    spec = app.worker.spec(claimed)
+    attempt = Path(spec.output_dir)
+    materialize(load_task_set(app.config.task_set), attempt / "tasks", _mirror(tmp_path))
     results = json.loads(FIXTURE.read_text())
     results["total_evaluation_time_seconds"] = seconds
-    samples = tmp_path / f"samples-{request.id}"
-    samples.mkdir()
+    results_file = attempt / "results_2026-01-01T12-00-00.000001.json"
+    results_file.write_text(json.dumps(results))
     clock.advance(60)
-    evaluation = Evaluation(
-        request_id=request.id,
-        leaderboard=config.name,
-        config_hash=config_hash(config),
-        scores=normalize(results, config),
-        stderrs=standard_errors(results, config),
-        results=results,
-        provenance={
-            "leaderboard": config.name,
-            "config_hash": config_hash(config),
-            "harness": {"package": "lm-eval", "version": "0.4.13"},
-            "task_hashes": results.get("task_hashes", {}),
-            "dataset_revisions": {"x/y": "0" * 40},
-            "seeds": {"random": 0, "numpy": 1234, "torch": 1234, "fewshot": 1234},
-            "limit": None,
-            "use_chat_template": False,
-            "command": f"leaderboard run {model}",
-            "hardware": {"gpu": "test"},
-            "total_evaluation_time_seconds": seconds,
-            "samples_files": [_samples(samples, "leaderboard_musr_team_allocation")],
-        },
-        artifacts=str(samples),
-        attempt=1,
-        worker_id="worker-1",
+    run = RunResult(
+        ok=True,
+        attempt_dir=attempt,
+        log_path=attempt / "run.log",
         started_at=clock() - timedelta(seconds=30),
         finished_at=clock(),
-        duration_seconds=30.0,
+        outcome={
+            "results_file": str(results_file),
+            "samples_files": [_samples(attempt, "leaderboard_musr_team_allocation")],
+            "hardware": {"gpu": "test"},
+        },
     )
-    app.evaluations.store_and_finish(evaluation, clock())
+    app.worker.finish_run(claimed, spec, run, "worker-1")
+    evaluation = app.evaluations.get(request.id, app.config.name)
+    assert evaluation is not None
     return request, evaluation
 
 
@@ -170,7 +169,7 @@ def test_publish_three_models_to_a_folder_loads_with_datasets(app, clock, tmp_pa
     published = json.loads(results_file.read_text())
     assert published["results"] == evaluation.results["results"]
     assert published["leaderboard"]["scores"] == evaluation.scores
-    assert published["leaderboard"]["command"] == "leaderboard run org-a/alpha"
+    assert published["leaderboard"]["command"].startswith("leaderboard run org-a/alpha --revision ")
     assert published["leaderboard"]["model_sha"] == request.sha
 
     # Details: loadable by name, nested values as JSON text.
