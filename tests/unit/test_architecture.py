@@ -134,3 +134,14 @@ def test_the_cli_takes_from_the_http_api_only_the_app_it_serves():
             elif isinstance(node, ast.Import):
                 assert not any(a.name.startswith("backend.api") for a in node.names), path
     assert taken == {"backend.api.app.create_api", "backend.api.server.run"}
+
+
+def test_the_readme_map_of_the_package_is_the_package():
+    """README "How it is built" names every package and top-level module of `backend`, and nothing else."""
+    readme = (ROOT.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## How it is built", 1)[1].split("```", 2)[1]
+    in_backend = section.split("backend/\n", 1)[1]
+    listed = {line.split()[0] for line in in_backend.splitlines() if line.startswith("  ") and line[2] != " "}
+    present = {f"{p.name}/" for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
+    present |= {p.name for p in ROOT.glob("*.py") if p.name != "__init__.py"}
+    assert listed == present
