@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -52,6 +51,7 @@ from backend.hub.repo_records import (
     TokenizerConfig,
     loadable_limit,
 )
+from backend.services.redact import strip_server_paths
 from backend.settings import Settings
 from backend.storage.moderation import ModerationRepository
 from backend.storage.requests import NewRequest, RateLimit, RequestRepository
@@ -70,8 +70,6 @@ REPO_FILES_FIX = (
 #: transformers imports its config, tokenizer and model modules lazily on first use, and a first use racing
 #: another one sees a half-imported module ("no attribute 'AutoConfig'"). Import and loading hold this lock.
 _TRANSFORMERS_LOCK = threading.Lock()
-#: An absolute path in a message from transformers: never shown to a submitter.
-_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.])/(?:[\w.@+-]+/)*[\w.@+-]+")
 
 
 @dataclass(frozen=True)
@@ -450,4 +448,4 @@ def _first_line(exc: BaseException, folder: Path, repo: ModelRevision) -> str:
     text = str(exc).strip() or type(exc).__name__
     for shown in {os.path.realpath(folder), str(folder)}:
         text = text.replace(shown, repo.repo_id)
-    return _ABSOLUTE_PATH.sub("<path>", text.splitlines()[0])[:300]
+    return strip_server_paths(text.splitlines()[0])[:300]

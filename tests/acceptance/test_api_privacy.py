@@ -95,7 +95,7 @@ def test_no_answer_shows_a_server_path_and_a_failed_runs_log_goes_to_whom_it_bel
         # A real run that fails at once, its error quoting a path of the server.
         missing = server_root / "configs" / "missing-config.yaml"
         settings = Settings(
-            database_url=database_url, model_store=store.root, work_dir=work, leaderboard=str(missing)
+            database_url=database_url, model_store=store.root, work_dir=work, config=str(missing)
         )
         with App.open(settings, source=store) as app:
             failed = app.worker.work_once("worker-1")

@@ -29,7 +29,7 @@ def test_a_failed_run_keeps_its_reason_log_path_and_log_tail_apart(database_url:
         work_dir=server / "work",
         model_store=server / "models",
         # The run fails at once, quoting this path in its error: a cause that is not retried.
-        leaderboard=str(server / "configs" / "missing-config.yaml"),
+        config=str(server / "configs" / "missing-config.yaml"),
     )
     with App.open(settings) as app:
         request = app.requests.create(new_request(), app.clock(), None)

@@ -65,7 +65,7 @@ def test_a_run_that_ends_during_a_database_outage_is_stored_once_when_it_comes_b
 
     def work() -> None:
         try:
-            outcome.append(worker.evaluation.work_once("worker-1"))
+            outcome.append(worker.worker.work_once("worker-1"))
         except BaseException as exc:  # handed to the test thread
             outcome.append(exc)
 
