@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 
@@ -17,11 +17,11 @@ from backend.retry import Backoff
 from backend.services.admin import AdminService
 from backend.services.evaluate import EvaluationService
 from backend.services.leaderboard import LeaderboardService
-from backend.services.mirror import MirrorService
 from backend.services.queue import QueueService, RetryPolicy
+from backend.services.requests_export import RequestsExportService
 from backend.services.rescore import RescoreService
 from backend.services.submissions import SubmissionService
-from backend.services.validation import ValidationContext
+from backend.services.validation import ValidationContext, validate
 from backend.services.votes import VoteService
 from backend.settings import Settings
 from backend.storage.database import Database
@@ -68,9 +68,12 @@ class App:
         return self.source or model_source_from_settings(self.settings.model_store)
 
     @cached_property
+    def validation(self) -> ValidationContext:
+        return ValidationContext(self.settings, self.model_source, self.moderation, self.requests, self.clock)
+
+    @cached_property
     def submissions(self) -> SubmissionService:
-        ctx = ValidationContext(self.settings, self.model_source, self.moderation, self.requests, self.clock)
-        return SubmissionService(ctx, self.requests)
+        return SubmissionService(self.validation, self.requests)
 
     @cached_property
     def votes(self) -> VoteService:
@@ -128,7 +131,7 @@ class App:
             self.requests,
             self.moderation,
             self.model_metadata,
-            self.mirror,
+            self.requests_export,
             self.clock,
         )
 
@@ -148,8 +151,11 @@ class App:
         return self.publishing.publish(self.results_target())
 
     @cached_property
-    def mirror(self) -> MirrorService:
-        return MirrorService(self.requests, self.vote_repository, self.clock)
+    def requests_export(self) -> RequestsExportService:
+        imported = replace(self.validation, rate_limits=False)
+        return RequestsExportService(
+            self.requests, self.vote_repository, self.clock, validate=lambda sub: validate(sub, imported)
+        )
 
     @cached_property
     def model_metadata(self) -> ModelMetadataRepository:

@@ -137,11 +137,11 @@ class ModelAccessDenied(ModelSourceError):
     code = "model_access_denied"
 
 
-class MirrorFormatError(LeaderboardError):
-    """A file of the requests mirror is not in the expected layout: the message names the file and field."""
+class RequestsFileError(LeaderboardError):
+    """A file of the requests export is not in the expected layout: the message names the file and field."""
 
     http_status = 422
-    code = "mirror_format"
+    code = "requests_file"
 
 
 class Unauthorized(LeaderboardError):
@@ -373,3 +373,11 @@ class NothingPublished(PublishFailed):
 
     http_status = 404
     code = "nothing_published"
+
+
+class UnsafePath(LeaderboardError):
+    """A path built from data would not be a plain name inside its folder: nothing is written there. The
+    record it came from has an id that is not valid; fix or remove that record."""
+
+    http_status = 400
+    code = "unsafe_path"

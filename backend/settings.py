@@ -199,15 +199,15 @@ class Settings(BaseSettings):
         description="How often the scheduler refreshes the Hub metadata (likes, availability, license) of "
         "queued and finished models.",
     )
-    scheduler_mirror_seconds: float = Field(
+    scheduler_requests_export_seconds: float = Field(
         600.0,
         gt=0,
-        description="How often the scheduler exports the requests and votes to LEADERBOARD_MIRROR_DIR.",
+        description="How often the scheduler exports the requests and votes to LEADERBOARD_REQUESTS_EXPORT_DIR.",
     )
-    mirror_dir: Path | None = Field(
+    requests_export_dir: Path | None = Field(
         None,
-        description="A folder the scheduler keeps a requests and votes mirror in (`leaderboard requests "
-        "export` layout). Unset: no mirror job.",
+        description="A folder the scheduler keeps the requests and votes in (`leaderboard requests "
+        "export` layout). Unset: no requests_export job.",
     )
 
 

@@ -7,7 +7,7 @@ configs), scores varied per model, provenance as the worker writes it, no per-sa
 - table and card: from the publication rows, the table rows, parquet, CSV and the dataset card, built and
   written to a folder (the figure the target is about);
 - first publish: ``PublishService.publish`` with every model in the outbox (results files, table, card,
-  requests mirror);
+  requests export);
 - incremental publish: one more model evaluated, then ``publish`` again (what the worker does after each
   evaluation with LEADERBOARD_PUBLISH_AFTER_EVALUATION).
 """
@@ -159,7 +159,7 @@ def run(size: str, root: Path) -> dict[str, Any]:
         "database": "sqlite",
         "models": n,
         "results_json_bytes_per_model": len(json.dumps(results)),
-        "per_sample_details": "none (no samples files): results files, table, card and requests mirror only",
+        "per_sample_details": "none (no samples files): results files, table, card and requests export only",
         "load_seconds": load_seconds,
         "table_rows": table_rows,
         "table_and_card_seconds": table_seconds,

@@ -16,7 +16,7 @@ REMEDIES = {
     "less per vote: pool_pre_ping checks every PostgreSQL connection before each transaction",
     "publish table+card": "keep the previous table and replace only the rows that changed",
     "publish incremental": "every publish rebuilds the whole table (the 'table+card' figure, over 1 s alone "
-    "at 10,000 rows) and regenerates the whole requests mirror in memory to compare it with what is "
+    "at 10,000 rows) and regenerates the whole requests export in memory to compare it with what is "
     "published: keep the previous table and replace only the rows that changed, and export only the "
     "requests that changed since the last publish",
     "re-score": "parse and write samples with a faster JSON library (orjson: reading and writing the samples "
@@ -96,7 +96,7 @@ def markdown(results: dict[str, Any]) -> str:
     if "first_publish_seconds" in p:
         lines.append(
             f"Publishing {p['models']:,} models: table+card {p['table_and_card_seconds']:.2f} s; first publish "
-            f"(every results file, table, card, requests mirror) {p['first_publish_seconds']:.1f} s; one more model "
+            f"(every results file, table, card, requests export) {p['first_publish_seconds']:.1f} s; one more model "
             f"{p['incremental_publish_seconds']:.2f} s."
         )
     rs = benches.get("rescoring") or {}

@@ -267,7 +267,7 @@ def requests() -> None:
 @handle_errors
 def export_requests(folder: Path) -> None:
     """Write one JSON file per request under FOLDER/<org>/, and the votes as FOLDER/votes_data.jsonl."""
-    n_requests, n_votes = open_app().mirror.export(folder)
+    n_requests, n_votes = open_app().requests_export.export(folder)
     console.print(f"exported {n_requests} requests and {n_votes} votes to {folder}")
 
 
@@ -277,8 +277,8 @@ def export_requests(folder: Path) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def import_requests(folder: Path, user: str, as_json: bool) -> None:
-    """Import a requests mirror (safe to repeat: what is already there is skipped)."""
-    report = open_app().mirror.import_(folder, user)
+    """Import a requests export (safe to repeat: what is already there is skipped)."""
+    report = open_app().requests_export.import_(folder, user)
 
     def text() -> None:
         console.print(

@@ -1,4 +1,4 @@
-"""How requests look on a terminal and as JSON (the same fields the requests mirror uses)."""
+"""How requests look on a terminal and as JSON (the same fields the requests export uses)."""
 
 from __future__ import annotations
 

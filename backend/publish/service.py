@@ -1,5 +1,5 @@
 """Publish every evaluated, not yet published result to a target: results files, the table, per-sample
-details, the requests mirror and the dataset card, delivered at once.
+details, the requests export and the dataset card, delivered at once.
 
 The outbox is the publications table: evaluations are queued for the target first, delivered, then marked
 published. Publishing with an empty outbox changes nothing; a failed delivery leaves the outbox as it was.
@@ -18,14 +18,14 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from backend.domain import EvalRequest
+from backend.domain import EvalRequest, is_repo_id, is_sha
 from backend.errors import InvalidInput, NothingPublished, PublishFailed
 from backend.leaderboards.config import LeaderboardConfig
 from backend.publish import files as layout
 from backend.publish.table import csv_bytes, parquet_bytes, to_arrow
 from backend.publish.targets import Target
 from backend.services.leaderboard import latest_rows, table_context
-from backend.services.mirror import MirrorService
+from backend.services.requests_export import RequestsExportService
 from backend.storage.model_metadata import ModelMetadataRepository
 from backend.storage.moderation import ModerationRepository
 from backend.storage.publications import Publication, PublicationRepository
@@ -42,6 +42,12 @@ class PublishReport:
     published: int = 0  # evaluations delivered by this publish
     changed_files: list[str] = field(default_factory=list)
     outbox: int = 0  # evaluations still waiting for this target
+    refused: list[int] = field(default_factory=list)  # requests whose model id or sha is not valid
+
+
+def publishable(request: EvalRequest) -> bool:
+    """Whether a request's ids may name files of the dataset (the paths are built from them)."""
+    return is_repo_id(request.model) and is_sha(request.sha)
 
 
 class PublishService:
@@ -52,7 +58,7 @@ class PublishService:
         requests: RequestRepository,
         moderation: ModerationRepository,
         metadata: ModelMetadataRepository,
-        mirror: MirrorService,
+        requests_export: RequestsExportService,
         clock: Callable[[], datetime],
     ) -> None:
         self.config = config
@@ -60,18 +66,30 @@ class PublishService:
         self.requests = requests
         self.moderation = moderation
         self.metadata = metadata
-        self.mirror = mirror
+        self.requests_export = requests_export
         self.clock = clock
 
     def publish(self, target: Target) -> PublishReport:
         """Deliver the outbox of `target`; raises PublishFailed (saying what is left) when it cannot."""
         self.publications.enqueue_new(target.key, self.config.name, self.clock())
-        rows = self.publications.for_target(target.key, self.config.name)
-        pending = [p for p in rows if p.published_at is None]
-        report = PublishReport(target=target.key)
-        if not pending:
-            return report
         by_id = {r.id: r for r in self.requests.all()}
+        rows = self.publications.for_target(target.key, self.config.name)
+        report = PublishReport(target=target.key)
+        refused = [p for p in rows if not publishable(by_id[p.evaluation.request_id])]
+        if refused:  # data an older version let in: never a path out of the dataset, never a stop for others
+            report.refused = sorted({p.evaluation.request_id for p in refused})
+            log.warning(
+                "requests with an invalid model id or sha not published", extra={"requests": report.refused}
+            )
+            self.publications.mark_failed(
+                [p.id for p in refused if p.published_at is None],
+                "the request's model id or sha is not valid: fix or remove the request",
+            )
+            rows = [p for p in rows if publishable(by_id[p.evaluation.request_id])]
+        pending = [p for p in rows if p.published_at is None]
+        if not pending:
+            report.outbox = self.publications.outbox_count(target.key)
+            return report
         payload, per_publication = self._files(rows, pending, by_id)
         message = f"Publish {len(pending)} evaluation(s) of {self.config.name}"
         try:
@@ -110,7 +128,7 @@ class PublishService:
         table = self.table_files(rows, by_id, per_publication)
         card = table.pop(layout.CARD)
         payload.update(table)
-        payload.update(self._mirror_files())
+        payload.update(self._requests_files())
         payload[layout.CARD] = card
         return payload, per_publication
 
@@ -141,8 +159,8 @@ class PublishService:
         pairs = [(p.evaluation, by_id[p.evaluation.request_id]) for p in rows]  # by request, then version
         return latest_rows(pairs, self.config, table_context(self.moderation, self.metadata))
 
-    def _mirror_files(self) -> dict[str, bytes]:
-        files, _ = self.mirror.files()
+    def _requests_files(self) -> dict[str, bytes]:
+        files, _ = self.requests_export.files()
         return {f"{layout.REQUESTS_FOLDER}/{path}": data for path, data in sorted(files.items())}
 
     def download(self, target: Target, fmt: str = "parquet") -> bytes:

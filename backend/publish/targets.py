@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from backend.errors import ConfigurationError, PublishFailed
+from backend.errors import ConfigurationError, PublishFailed, UnsafePath
+from backend.paths import inside_relative, parts_of
 from backend.publish.files import write_atomic
 from backend.retry import Backoff
 
@@ -38,12 +39,15 @@ class LocalFolderTarget:
 
     def put(self, files: dict[str, bytes], message: str) -> list[str]:
         try:
-            return [path for path, data in files.items() if write_atomic(self.folder / path, data)]
+            paths = {path: inside_relative(self.folder, path) for path in files}  # all checked, then written
+            return [path for path, data in files.items() if write_atomic(paths[path], data)]
+        except UnsafePath as exc:
+            raise PublishFailed(f"refused to write outside {self.key}: {exc.message}") from exc
         except OSError as exc:
             raise PublishFailed(f"cannot write to {self.folder}: {exc}") from exc
 
     def read(self, path: str) -> bytes | None:
-        file = self.folder / path
+        file = inside_relative(self.folder, path)
         return file.read_bytes() if file.is_file() else None
 
 
@@ -84,6 +88,11 @@ class HubDatasetTarget:
     def put(self, files: dict[str, bytes], message: str) -> list[str]:
         from huggingface_hub import CommitOperationAdd
 
+        try:
+            for path in files:
+                parts_of(path)
+        except UnsafePath as exc:
+            raise PublishFailed(f"refused to commit to {self.key}: {exc.message}") from exc
         operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=data) for p, data in files.items()]
         for attempt in range(1, self.retry.attempts + 1):
             try:

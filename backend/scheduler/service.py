@@ -1,6 +1,6 @@
 """The scheduler service: APScheduler jobs over the services, in `leaderboard scheduler` or inside
 `leaderboard serve`. Several schedulers may run against one PostgreSQL database: every job is safe to run
-on several of them at once (see runs.py; publish, mirror and metadata take a job lock)."""
+on several of them at once (see runs.py; publish, requests_export and metadata take a job lock)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from backend.scheduler.runs import RunCoordinator
 log = logging.getLogger(__name__)
 
 #: every job, in the order they first run
-JOBS = ("collect", "heartbeat", "dispatch", "publish", "metadata", "mirror")
+JOBS = ("collect", "heartbeat", "dispatch", "publish", "metadata", "requests_export")
 
 
 def default_scheduler_id() -> str:
@@ -68,10 +68,10 @@ class SchedulerService:
             "dispatch": settings.scheduler_poll_seconds,
             "publish": settings.scheduler_publish_seconds,
             "metadata": settings.scheduler_metadata_seconds,
-            "mirror": settings.scheduler_mirror_seconds,
+            "requests_export": settings.scheduler_requests_export_seconds,
         }
-        if settings.mirror_dir is None:
-            jobs = tuple(j for j in jobs if j != "mirror")
+        if settings.requests_export_dir is None:
+            jobs = tuple(j for j in jobs if j != "requests_export")
         self.jobs = jobs
         now = datetime.now(UTC)
         for name in jobs:
@@ -123,13 +123,13 @@ class SchedulerService:
             if held:
                 self.refresher.refresh()
 
-    def mirror(self) -> None:
-        folder = self.app.settings.mirror_dir
+    def requests_export(self) -> None:
+        folder = self.app.settings.requests_export_dir
         if folder is None:
             return
-        with job_lock(self.app.db, "mirror") as held:
+        with job_lock(self.app.db, "requests_export") as held:
             if held:
-                self.app.mirror.export(folder)
+                self.app.requests_export.export(folder)
 
     def _guarded(self, name: str, job: Callable[[], None]) -> Callable[[], None]:
         """A job whose expected failures (database restarting, cluster unreachable, Hub down) are logged and

@@ -523,7 +523,7 @@ class RequestRepository:
                     None,
                     Status(values["status"]),
                     actor,
-                    "imported from a requests mirror",
+                    "imported from a requests export",
                     now,
                 )
         except IntegrityError as exc:

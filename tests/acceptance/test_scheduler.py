@@ -37,14 +37,14 @@ def test_the_scheduler_evaluates_publishes_mirrors_and_refreshes_on_its_own(data
         LEADERBOARD_DATA_MIRROR=str(tmp_path / "mirror"),
         LEADERBOARD_WORK_DIR=str(tmp_path / "work"),
         LEADERBOARD_RESULTS=str(tmp_path / "results"),
-        LEADERBOARD_MIRROR_DIR=str(tmp_path / "requests-mirror"),
+        LEADERBOARD_REQUESTS_EXPORT_DIR=str(tmp_path / "requests-mirror"),
         LEADERBOARD_EVAL_LIMIT="1",
         LEADERBOARD_EVAL_DEVICE="cpu",
         LEADERBOARD_EVAL_BATCH_SIZE="8",
         LEADERBOARD_SCHEDULER_POLL_SECONDS="1",
         LEADERBOARD_HEARTBEAT_SECONDS="2",
         LEADERBOARD_SCHEDULER_PUBLISH_SECONDS="2",
-        LEADERBOARD_SCHEDULER_MIRROR_SECONDS="2",
+        LEADERBOARD_SCHEDULER_REQUESTS_EXPORT_SECONDS="2",
     )
     submitted = leaderboard(
         env, "submit", "acme/tiny-local", "--user", "alice", "--model-type", "chat", "--json", timeout=120

@@ -202,7 +202,7 @@ def test_a_job_lock_is_held_by_one_scheduler_at_a_time(database_url):
             assert held
             with job_lock(second, "publish") as other:
                 assert not other
-            with job_lock(second, "mirror") as unrelated:
+            with job_lock(second, "requests_export") as unrelated:
                 assert unrelated
         with job_lock(second, "publish") as again:
             assert again

@@ -451,7 +451,7 @@ def test_a_rejected_bad_config_leaves_the_queue_export_and_publish_working(app, 
     rejected(app, "bad/architectures-string")
     good = submit(app, "good/tiny")
     assert [r.id for r in app.queue.page()] == [good.id]
-    assert app.mirror.export(tmp_path / "export") == (1, 1)
+    assert app.requests_export.export(tmp_path / "export") == (1, 1)
     assert app.publish_results().published == 0
 
 

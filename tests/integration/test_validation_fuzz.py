@@ -5,7 +5,7 @@ publish keep working after each one.
 Each example is a real folder in a local model store: the tiny model (or a tiny LoRA adapter) with random
 JSON (or text) for config.json, the tokenizer files and the card's metadata, and random safetensors headers,
 submitted with random precision, weight type, model type and revision. Accepted requests are finished with
-an evaluation, so that the publish after them writes the table and the requests mirror. Hand-picked
+an evaluation, so that the publish after them writes the table and the requests export. Hand-picked
 examples (the issue's cases) run first; the generated ones are derandomized, so every run sees the same.
 """
 
@@ -454,7 +454,7 @@ def test_generated_repositories_are_accepted_or_rejected_by_a_rule_and_nothing_b
         listed = app.queue.page(status=None, limit=500)
         assert len(listed) == accepted and all(r.status is Status.FINISHED for r in listed)
         export = tmp_path / "export" / str(number)
-        assert app.mirror.export(export) == (accepted, accepted)  # each with its submitter's vote
+        assert app.requests_export.export(export) == (accepted, accepted)  # each with its submitter's vote
         records = [json.loads(path.read_text()) for path in export.rglob("*.json")]
         assert sorted(r["model"] for r in records) == sorted(r.model for r in listed)
         assert all(isinstance(r["architectures"], str) for r in records)
