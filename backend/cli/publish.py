@@ -34,6 +34,13 @@ def publish(as_json: bool) -> None:
                 f"published {report.published} evaluation(s) to {report.target} "
                 f"({len(report.changed_files)} files changed); outbox: {report.outbox}"
             )
+        if report.refused:
+            ids = ", ".join(map(str, report.refused))
+            click.echo(
+                f"not published: request(s) {ids}, whose model id or sha is not valid (data an older "
+                "version accepted): correct or delete them in the database",
+                err=True,
+            )
 
     emit(as_json, report, text)
 
