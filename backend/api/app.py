@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Protocol
 
 from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
 
 from backend.api import errors, routes_admin, routes_public, routes_writes
 from backend.api.deps import Context
@@ -18,6 +19,7 @@ from backend.app import App
 from backend.services.auth import build_authenticator
 from backend.storage.stats import StatsRepository
 from backend.storage.tokens import TokenRepository
+from backend.web import pages
 
 DESCRIPTION = """Submit models, vote, follow the queue and read the results of the leaderboard.
 
@@ -70,6 +72,8 @@ def create_api(app: App, background: Sequence[Background] = ()) -> FastAPI:
     api.include_router(routes_public.build(settings.max_page_size, leaderboard.columns))
     api.include_router(routes_writes.build())
     api.include_router(routes_admin.build())
+    api.include_router(pages.build())
+    api.mount("/static", StaticFiles(packages=[("backend.web", "static")]), name="static")
     # Outermost last: the access log sees the 413s of the body limit and the 500s of unexpected errors.
     api.add_middleware(errors.UnexpectedErrors)
     api.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)

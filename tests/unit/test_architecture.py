@@ -107,11 +107,29 @@ def test_layers_call_only_the_layers_below():
     and the CLI never imports the HTTP API (what both need lives in the services)."""
     graph = _imports(_modules())
     above = {
-        "backend.storage": ("backend.services", "backend.api", "backend.cli", "backend.scheduler"),
-        "backend.services": ("backend.api", "backend.cli", "backend.scheduler"),
-        "backend.evaluation": ("backend.services", "backend.api", "backend.cli", "backend.scheduler"),
-        "backend.leaderboards": ("backend.services", "backend.api", "backend.cli", "backend.storage"),
-        "backend.hub": ("backend.services", "backend.api", "backend.cli", "backend.storage"),
+        "backend.storage": (
+            "backend.services",
+            "backend.api",
+            "backend.web",
+            "backend.cli",
+            "backend.scheduler",
+        ),
+        "backend.services": ("backend.api", "backend.web", "backend.cli", "backend.scheduler"),
+        "backend.evaluation": (
+            "backend.services",
+            "backend.api",
+            "backend.web",
+            "backend.cli",
+            "backend.scheduler",
+        ),
+        "backend.leaderboards": (
+            "backend.services",
+            "backend.api",
+            "backend.web",
+            "backend.cli",
+            "backend.storage",
+        ),
+        "backend.hub": ("backend.services", "backend.api", "backend.web", "backend.cli", "backend.storage"),
     }
     wrong = [
         f"{module} imports {target}"

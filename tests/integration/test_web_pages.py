@@ -1,0 +1,114 @@
+"""The pages, served by the same app as the API, on SQLite and PostgreSQL: the leaderboard and the queue,
+their view in the URL, every value escaped, and a bad query answered with a page that says what is wrong.
+(The browser tests of issue 13 drive these pages in Chromium.)"""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+
+import pytest
+from starlette.testclient import TestClient
+
+from backend.api.app import create_api
+from backend.domain import ModelType, Precision
+from backend.web.pages import CSP
+
+from .conftest import new_request
+from .test_publish import MODELS, evaluate
+
+
+@pytest.fixture
+def client(app):
+    with TestClient(create_api(app)) as http:
+        yield http
+
+
+def models_in(html: str) -> list[str]:
+    """The model names of the table's rows, in order."""
+    return [unescape(m) for m in re.findall(r'<td class="model"><a [^>]*>([^<]*)</a>', html)]
+
+
+def test_the_leaderboard_page_lists_the_latest_results_best_average_first(app, clock, tmp_path, client):
+    stored = [evaluate(app, clock, tmp_path, *m) for m in MODELS]
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["content-security-policy"] == CSP and "script-src 'self'" in CSP
+    by_average = sorted(stored, key=lambda s: -s[1].scores["Average ⬆️"])
+    assert models_in(page.text) == [request.model for request, _ in by_average]
+    best = by_average[0][1]
+    bbh = f"{best.scores['BBH']:.2f}<span class=\"stderr\"> ± {best.stderrs['BBH stderr']:.2f}</span>"
+    assert bbh in page.text  # each score with its standard error (where the harness reports one)
+    for fmt in ("parquet", "csv", "json"):
+        assert f'href="/api/results?format={fmt}"' in page.text
+    assert "<script" not in page.text  # reads without JavaScript
+    css = client.get("/static/style.css")
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+
+
+def test_the_view_lives_in_the_url(app, clock, tmp_path, client):
+    for m in MODELS:
+        evaluate(app, clock, tmp_path, *m)
+    ascending = client.get("/", params={"sort": "fullname", "order": "asc"})
+    descending = client.get("/", params={"sort": "fullname"})
+    assert models_in(ascending.text) == ["org-a/alpha", "org-b/beta", "org-c/gamma"]
+    assert models_in(descending.text) == ["org-c/gamma", "org-b/beta", "org-a/alpha"]
+    assert models_in(client.get("/", params={"precision": "float16"}).text) == ["org-b/beta"]
+    assert models_in(client.get("/", params={"search": "GAM"}).text) == ["org-c/gamma"]
+    assert models_in(client.get("/", params={"type": ModelType.MERGE.value}).text) == ["org-c/gamma"]
+    assert models_in(client.get("/", params={"max_params": "0.0001"}).text) == []
+    # The links of a filtered view keep the filter: a column's sort link and the form's state.
+    filtered = client.get("/", params={"precision": "bfloat16", "search": "a"}).text
+    assert 'href="/?sort=IFEval&amp;order=desc&amp;precision=bfloat16&amp;search=a"' in filtered
+    assert '<option value="bfloat16" selected>' in filtered
+
+
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        ({"sort": "nope"}, "sort must be a column of the table"),
+        ({"order": "sideways"}, "order must be asc or desc"),
+        ({"page": "0"}, "page must be a whole number from 1"),
+        ({"page": "9" * 40}, "page must be a whole number from 1"),
+        ({"min_params": "abc"}, "min_params must be a number"),
+        ({"max_params": "nan"}, "max_params must be a number"),
+        ({"type": "robot"}, "type must be one of"),
+        ({"precision": "float8"}, "precision must be one of"),
+        ({"search": "x" * 201}, "search must be at most 200 characters"),
+    ],
+)
+def test_a_view_that_is_not_valid_is_a_page_saying_why(client, params, problem):
+    page = client.get("/", params=params)
+    assert page.status_code == 400 and page.headers["content-type"].startswith("text/html")
+    assert problem in unescape(page.text) and 'href="/"' in page.text
+
+
+def test_every_value_from_a_repo_or_a_user_is_escaped(app, clock, tmp_path, client):
+    """Names and failure reasons are text: a `<script>` in them renders inert."""
+    evil = "org/<script>alert(1)</script>"  # data an older version could have let in
+    evaluate(app, clock, tmp_path, evil, Precision.BFLOAT16, ModelType.CHAT, 1.0)
+    failing = app.requests.create(new_request(model="org/failing", sha="b" * 40), clock(), None)
+    app.queue.claim("w")
+    app.queue.fail(failing.id, "w", '<img src=x onerror="alert(2)"> broke', transient=False)
+    for path in ("/", "/queue"):
+        page = client.get(path)
+        assert page.status_code == 200
+        assert "<script>alert" not in page.text and "<img src=x" not in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in client.get("/").text
+    assert "&lt;img src=x onerror=&#34;alert(2)&#34;&gt; broke" in client.get("/queue").text
+
+
+def test_the_queue_page_ranks_pending_requests_as_the_queue_claims_them(app, clock, client):
+    low = app.requests.create(new_request(model="org/low", sha="1" * 40, sender="a"), clock(), None)
+    high = app.requests.create(new_request(model="org/high", sha="2" * 40, sender="b"), clock(), None)
+    running = app.requests.create(new_request(model="org/running", sha="3" * 40, sender="c"), clock(), None)
+    for voter in ("v1", "v2", "v3"):
+        app.votes.vote(running.id, voter)
+    assert app.queue.claim("local:1").id == running.id
+    app.votes.vote(high.id, "v1")
+    page = client.get("/queue").text
+    pending = page.split("<h2>Pending</h2>", 1)[1].split("</section>", 1)[0]
+    assert pending.index("org/high") < pending.index("org/low")  # votes first, as claims go
+    assert f"<td>{low.id}</td>" in pending
+    running_section = page.split("<h2>Running</h2>", 1)[1].split("</section>", 1)[0]
+    assert "org/running" in running_section and "<td>local</td>" in running_section
