@@ -17,13 +17,16 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from backend.api.deps import Ctx
-from backend.domain import ModelType, Precision, Status
-from backend.errors import InvalidInput
+from backend.domain import EvalRequest, ModelType, Precision, Status
+from backend.errors import InvalidInput, RequestNotFound
 from backend.leaderboards.config import LeaderboardConfig
 from backend.publish.table import TYPE_LABELS
 from backend.services.leaderboard import Query
+from backend.services.redact import strip_server_paths
+from backend.storage.evaluations import Evaluation
 
 PAGE_ROWS = 50
+MAX_REQUEST_ID = 2**31 - 1
 MAX_SEARCH_CHARS = 200
 #: Security headers of every page: no script, style or image from anywhere but this server, no framing.
 CSP = (
@@ -141,6 +144,93 @@ def shown_columns(config: LeaderboardConfig) -> list[tuple[str, str]]:
     ]
 
 
+@dataclass(frozen=True)
+class Bar:
+    """One benchmark of the result page's plot: its normalized score and standard error, as SVG geometry."""
+
+    label: str
+    value: float | None
+    stderr: float | None
+    y: int
+
+    @property
+    def width(self) -> float:
+        return 0.0 if self.value is None else max(0.0, min(100.0, self.value)) * PLOT_SCALE
+
+    @property
+    def error(self) -> tuple[float, float] | None:
+        if self.value is None or self.stderr is None:
+            return None
+        low, high = max(0.0, self.value - self.stderr), min(100.0, self.value + self.stderr)
+        return PLOT_LEFT + low * PLOT_SCALE, PLOT_LEFT + high * PLOT_SCALE
+
+
+PLOT_LEFT, PLOT_SCALE, PLOT_ROW = 110, 4.0, 26  # the plot's label width, px per point, row height
+
+
+def bars(config: LeaderboardConfig, evaluation: Evaluation) -> list[Bar]:
+    return [
+        Bar(b.display, evaluation.scores.get(b.column), evaluation.stderrs.get(b.stderr_column), i * PLOT_ROW)
+        for i, b in enumerate(config.benchmarks)
+    ]
+
+
+def subtask_scores(
+    config: LeaderboardConfig, evaluation: Evaluation
+) -> list[tuple[str, list[tuple[str, Any, Any]]]]:
+    """Per benchmark, its subtasks' raw metrics as the harness reported them: (subtask, value, stderr)."""
+    reported = evaluation.results.get("results")
+    reported = reported if isinstance(reported, dict) else {}
+    out = []
+    for b in config.benchmarks:
+        rows = []
+        for subtask in b.subtasks:
+            entry = reported.get(subtask.name)
+            entry = entry if isinstance(entry, dict) else {}
+            for metric in b.metrics:
+                value = entry.get(f"{metric},{b.filter}")
+                stderr = entry.get(f"{metric}_stderr,{b.filter}")
+                rows.append((f"{subtask.name} ({metric})", _finite(value), _finite(stderr)))
+        out.append((b.display, rows))
+    return out
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def provenance_view(evaluation: Evaluation) -> list[tuple[str, Any]]:
+    """What a reader may see of a result's provenance: versions, hashes, revisions, seeds, hardware and the
+    commands, with no path of the server (samples and results files are published in the dataset)."""
+    p = evaluation.provenance
+    harness: dict[str, Any] = p["harness"] if isinstance(p.get("harness"), dict) else {}
+    shown: list[tuple[str, Any]] = [
+        ("Harness", f"{harness.get('package', '?')} {harness.get('version', '?')}"),
+        ("Transformers", p.get("transformers_version")),
+        ("Config hash", evaluation.config_hash),
+        ("Task set", p.get("task_set")),
+        ("Data source", p.get("data_source")),
+        ("Seeds", p.get("seeds")),
+        ("Limit", p.get("limit")),
+        ("Hardware", p.get("hardware")),
+        ("Deviations from the reference", p.get("deviations") or "none"),
+        ("Evaluation time (s)", p.get("total_evaluation_time_seconds")),
+    ]
+    return [(label, strip_server_paths(_text(value))) for label, value in shown if value is not None]
+
+
+def _pairs(value: Any) -> list[tuple[str, str]]:
+    return sorted((str(k), str(v)) for k, v in value.items()) if isinstance(value, dict) else []
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
 def render(name: str, status: int = 200, **values: Any) -> HTMLResponse:
     return HTMLResponse(
         templates.get_template(name).render(**values), status_code=status, headers=PAGE_HEADERS
@@ -173,9 +263,60 @@ def build() -> APIRouter:
             precisions=[p.value for p in Precision],
         )
 
+    @router.get("/results/{request_id}", response_class=HTMLResponse)
+    def result(request_id: str, ctx: Ctx) -> HTMLResponse:
+        config = ctx.leaderboard.config
+        request = _request(ctx, request_id)
+        versions = ctx.app.evaluations.versions(request.id, config.name) if request else []
+        if request is None or not versions:
+            return render(
+                "error.html", 404, title=config.title, problem="no result with this number", back="/"
+            )
+        latest = versions[-1]
+        p = latest.provenance
+        return render(
+            "result.html",
+            title=config.title,
+            request=request,
+            evaluation=latest,
+            versions=versions,
+            bars=bars(config, latest),
+            plot=(PLOT_LEFT, PLOT_SCALE, PLOT_ROW),
+            benchmarks=config.benchmarks,
+            average=config.average.column,
+            subtasks=subtask_scores(config, latest),
+            provenance=provenance_view(latest),
+            task_hashes=_pairs(p.get("task_hashes")),
+            dataset_revisions=_pairs(p.get("dataset_revisions")),
+            command=strip_server_paths(str(p.get("command") or "")),
+            harness_command=strip_server_paths(str(p.get("harness_command") or "")),
+        )
+
+    @router.get("/requests/{request_id}", response_class=HTMLResponse)
+    def request_page(request_id: str, ctx: Ctx) -> HTMLResponse:
+        config = ctx.leaderboard.config
+        request = _request(ctx, request_id)
+        if request is None:
+            return render(
+                "error.html", 404, title=config.title, problem="no request with this number", back="/queue"
+            )
+        detail = ctx.app.queue.detail(request.id)
+        evaluated = bool(ctx.app.evaluations.versions(request.id, config.name))
+        return render("request.html", title=config.title, detail=detail, evaluated=evaluated)
+
     @router.get("/queue", response_class=HTMLResponse)
     def queue(ctx: Ctx) -> HTMLResponse:
         sections = [(status, ctx.app.queue.page_and_more(status, PAGE_ROWS, 0)) for status in QUEUE_STATUSES]
         return render("queue.html", title=ctx.leaderboard.config.title, sections=sections)
 
     return router
+
+
+def _request(ctx: Ctx, request_id: str) -> EvalRequest | None:
+    """The request a page's URL names, or None (not a number, or no such request)."""
+    if not request_id.isdigit() or not 1 <= int(request_id) <= MAX_REQUEST_ID:
+        return None
+    try:
+        return ctx.app.queue.get(int(request_id))
+    except RequestNotFound:
+        return None

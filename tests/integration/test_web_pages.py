@@ -37,7 +37,7 @@ def test_the_leaderboard_page_lists_the_latest_results_best_average_first(app, c
     by_average = sorted(stored, key=lambda s: -s[1].scores["Average ⬆️"])
     assert models_in(page.text) == [request.model for request, _ in by_average]
     best = by_average[0][1]
-    bbh = f"{best.scores['BBH']:.2f}<span class=\"stderr\"> ± {best.stderrs['BBH stderr']:.2f}</span>"
+    bbh = f'{best.scores["BBH"]:.2f}<span class="stderr"> ± {best.stderrs["BBH stderr"]:.2f}</span>'
     assert bbh in page.text  # each score with its standard error (where the harness reports one)
     for fmt in ("parquet", "csv", "json"):
         assert f'href="/api/results?format={fmt}"' in page.text
@@ -109,6 +109,44 @@ def test_the_queue_page_ranks_pending_requests_as_the_queue_claims_them(app, clo
     page = client.get("/queue").text
     pending = page.split("<h2>Pending</h2>", 1)[1].split("</section>", 1)[0]
     assert pending.index("org/high") < pending.index("org/low")  # votes first, as claims go
-    assert f"<td>{low.id}</td>" in pending
+    assert f'<a href="/requests/{low.id}">{low.id}</a>' in pending
     running_section = page.split("<h2>Running</h2>", 1)[1].split("</section>", 1)[0]
     assert "org/running" in running_section and "<td>local</td>" in running_section
+
+
+def test_a_result_page_shows_scores_with_errors_subtasks_provenance_and_versions(
+    app, clock, tmp_path, client
+):
+    request, evaluation = evaluate(app, clock, tmp_path, *MODELS[0])
+    board = client.get("/").text
+    assert f'href="/results/{request.id}"' in board  # the table links each model to its result page
+    page = client.get(f"/results/{request.id}")
+    assert page.status_code == 200 and page.headers["content-security-policy"] == CSP
+    html = page.text
+    assert f"{evaluation.scores['BBH']:.4f}" in html and f"{evaluation.stderrs['BBH stderr']:.4f}" in html
+    assert html.count('<rect class="bar"') == len(app.config.benchmarks)  # the plot: a bar per benchmark
+    assert html.count('<line class="error"') == 5  # and an error bar where there is a stderr (not IFEval)
+    subtasks = sum(len(b.subtasks) * len(b.metrics) for b in app.config.benchmarks)
+    assert html.count("<tr><td>leaderboard_") == subtasks  # every subtask's raw metric
+    assert "lm-eval 0.4.13" in html and evaluation.config_hash in html
+    assert unescape(html).count(request.sha) >= 2 and "leaderboard run org-a/alpha --revision" in html
+    assert str(tmp_path) not in html and "/tmp/" not in html  # no path of the server
+    assert "the run's own scores" in unescape(html)
+
+
+def test_a_request_page_shows_its_history_and_voters(app, clock, client):
+    request = app.requests.create(new_request(model="org/asked", sender="alice"), clock(), None)
+    app.votes.vote(request.id, "bob")
+    page = client.get(f"/requests/{request.id}").text
+    assert "Request" in page and "org/asked" in page and "PENDING by alice" in page
+    assert "<li>alice</li>" in page and "<li>bob</li>" in page
+    assert f'href="/requests/{request.id}"' in client.get("/queue").text
+
+
+@pytest.mark.parametrize(
+    "path", ["/results/999", "/results/abc", "/results/-1", "/requests/0", "/requests/9" + "9" * 30]
+)
+def test_a_page_for_nothing_is_a_404_page(client, path):
+    page = client.get(path)
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+    assert "no re" in page.text
