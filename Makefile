@@ -21,6 +21,7 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-slurm.sh
+	bash scripts/ensure-chromium.sh
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 lint: install

@@ -1,0 +1,133 @@
+"""The pages in a real browser: Debian's headless Chromium driven by Playwright against a live
+`leaderboard serve` whose database holds real evaluations. Every page answers, with no console error (a CSP
+violation is one), a `<script>` in a name or a failure reason stays inert, and the table's view is in its
+URL. Screenshots of each page are kept under artifacts/browser/."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backend.app import App
+from backend.domain import ModelType, Precision
+from backend.settings import Settings
+from tests.acceptance.live_api import Server, base_env, live_server
+from tests.integration.conftest import Clock, new_request
+from tests.integration.test_publish import MODELS, evaluate
+
+pytestmark = pytest.mark.slow
+CHROMIUM = Path("/usr/bin/chromium")  # scripts/ensure-chromium.sh installs it (`make test` runs that)
+ARTIFACTS = Path(__file__).parents[2] / "artifacts" / "browser"
+EVIL_NAME = "org/<script>window.__pwned=1</script>"
+EVIL_REASON = '<img src=x onerror="window.__pwned=2"> the run broke'
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, int]]]:
+    """A served database with three evaluated models, one whose stored name holds a script (data an older
+    version could have let in), a pending request and a failed one whose reason holds markup."""
+    root = tmp_path_factory.mktemp("site")
+    url = f"sqlite:///{root / 'leaderboard.db'}"
+    app = App.open(Settings(database_url=url, work_dir=root / "work"))
+    app.clock = clock = Clock()
+    ids = {model: evaluate(app, clock, root, model, *rest)[0].id for model, *rest in MODELS}
+    ids["evil"] = evaluate(app, clock, root, EVIL_NAME, Precision.BFLOAT16, ModelType.CHAT, 1.0)[0].id
+    failed = app.requests.create(new_request(model="org/failing", sha="b" * 40), clock(), None)
+    app.queue.claim("w")
+    app.queue.fail(failed.id, "w", EVIL_REASON, transient=False)
+    ids["failed"] = failed.id
+    ids["pending"] = app.requests.create(new_request(model="org/waiting", sha="c" * 40), clock(), None).id
+    app.close()
+    with live_server(base_env(url), root / "serve.log") as server:
+        yield server, ids
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.is_file(), "run scripts/ensure-chromium.sh (make test does)"
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True)
+        yield chromium
+        chromium.close()
+
+
+class Tab:
+    """A page that records every console error and uncaught exception."""
+
+    def __init__(self, browser: Any, base: str) -> None:
+        self.page = browser.new_page(viewport={"width": 1400, "height": 900})
+        self.base = base
+        self.errors: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def open(self, path: str, shot: str | None = None) -> Any:
+        response = self.page.goto(self.base + path)
+        assert response is not None and response.status == 200, (path, response and response.status)
+        if shot:
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            self.page.screenshot(path=str(ARTIFACTS / f"{shot}.png"), full_page=True)
+        return response
+
+    def rows(self) -> list[str]:
+        return [t.strip() for t in self.page.locator("td.model > a:first-child").all_inner_texts()]
+
+
+def test_every_page_answers_without_an_error_and_scripts_in_data_stay_inert(site, browser):
+    server, ids = site
+    tab = Tab(browser, server.url)
+    pages = {
+        "leaderboard": "/",
+        "queue": "/queue",
+        "result": f"/results/{ids['org-a/alpha']}",
+        "result-evil": f"/results/{ids['evil']}",
+        "request-failed": f"/requests/{ids['failed']}",
+        "request-pending": f"/requests/{ids['pending']}",
+    }
+    for shot, path in pages.items():
+        tab.open(path, shot)
+        assert tab.page.evaluate("window.__pwned") is None, path  # nothing from the data ran
+    assert tab.errors == []  # no console error: no CSP violation, no failed asset
+    tab.open("/")
+    assert EVIL_NAME in tab.rows()  # shown as text
+    tab.open("/queue")
+    assert EVIL_REASON in tab.page.inner_text("body")
+    tab.open(f"/results/{ids['org-a/alpha']}")
+    assert tab.page.locator("svg.plot rect.bar").count() == 6
+    assert tab.page.locator("svg.plot").bounding_box()["width"] > 300  # the stylesheet and the plot render
+
+
+def test_the_table_sorts_filters_and_searches_and_a_shared_url_restores_the_view(site, browser):
+    server, _ = site
+    tab = Tab(browser, server.url)
+    tab.open("/")
+    assert len(tab.rows()) == 4
+    tab.page.fill("input[name=search]", "beta")
+    tab.page.click("button[type=submit]")
+    tab.page.wait_for_url("**/?*search=beta*")
+    assert tab.rows() == ["org-b/beta"]
+    tab.open("/")
+    tab.page.select_option("select[name=precision]", "bfloat16")
+    tab.page.click("button[type=submit]")
+    tab.page.wait_for_url("**precision=bfloat16**")
+    tab.page.click("th a:text-is('Model')")  # sort by name, best (z..a) first
+    tab.page.wait_for_url("**sort=fullname**")
+    shared = tab.page.url
+    shown = tab.rows()
+    assert "org-b/beta" not in shown and shown == sorted(shown, reverse=True)
+    tab.page.click("th a:text('Model')")  # again: ascending
+    tab.page.wait_for_url("**order=asc**")
+    assert tab.rows() == sorted(shown)
+    other = Tab(browser, server.url)
+    other.page.goto(shared)
+    assert other.rows() == shown  # the same view from the URL alone
+    assert other.page.locator("select[name=precision]").input_value() == "bfloat16"
+    other.page.click(f"td.model > a:text-is('{shown[0]}')")
+    other.page.wait_for_url("**/results/*")
+    assert other.page.locator("h1").inner_text() == shown[0]
+    assert tab.errors == [] and other.errors == []
