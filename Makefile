@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= .leaderboard/demo
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install test test-fast lint format demo serve bench clean
+.PHONY: install test test-fast lint format demo serve serve-demo bench clean
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,14 @@ demo: install
 # The HTTP API on the embedded default (http://127.0.0.1:8000/docs).
 serve: install
 	$(VENV)/bin/leaderboard serve
+
+# The pages and the API over what `make demo` left (its database, models and results).
+serve-demo: install
+	LEADERBOARD_DATABASE_URL=sqlite:///$(abspath $(DEMO_DIR))/leaderboard.db \
+	LEADERBOARD_MODEL_STORE=$(abspath $(DEMO_DIR))/models \
+	LEADERBOARD_RESULTS=$(abspath $(DEMO_DIR))/results \
+	LEADERBOARD_WORK_DIR=$(abspath $(DEMO_DIR))/work \
+	$(VENV)/bin/leaderboard serve --no-scheduler
 
 # What the backend costs, measured (harness overhead, queue at scale, publishing, re-scoring, GPU when
 # present): writes bench/results/<date>-<host>.json and prints a markdown summary. Under 15 minutes on 2 CPUs.

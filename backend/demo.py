@@ -124,4 +124,10 @@ def run_demo(workdir: Path, console: Console, limit: int = 4) -> App:
         f"columns, from {table.column_names[0]!r} to {table.column_names[-1]!r}"
     )
     console.print(f"database: {workdir / 'leaderboard.db'}; model store: {store.root}; data: {mirror}")
+    console.rule("7. the pages")
+    console.print(
+        "`make serve-demo` serves this database; its leaderboard is then at http://127.0.0.1:8000/ "
+        "(the queue at /queue, the API at /docs)",
+        markup=False,
+    )
     return app

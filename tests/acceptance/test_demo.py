@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import httpx
+
+from tests.acceptance.live_api import live_server
 from tests.commands import clean_env
 
 
@@ -50,3 +55,22 @@ def test_demo_runs_the_whole_loop(tmp_path):
     assert [row["fullname"] for row in table] == ["demo-org/tiny-base"]
     assert 0 <= table[0]["Average ⬆️"] <= 100
     assert (workdir / "models" / "models--demo-org--tiny-chat" / "refs" / "main").is_file()
+
+    # It ends by saying where its leaderboard is shown, and `make serve-demo` (its settings read from the
+    # Makefile) shows it there: the page lists the evaluated model and links the published results.
+    assert "`make serve-demo` serves this database; its leaderboard is then at http://127.0.0.1:8000/" in out
+    makefile = (Path(__file__).parents[2] / "Makefile").read_text()
+    recipe = makefile.split("\nserve-demo:", 1)[1].split("\n\n", 1)[0]
+    served = dict(re.findall(r"(LEADERBOARD_\w+)=\S*\$\(abspath \$\(DEMO_DIR\)\)(\S*)", recipe))
+    assert {"LEADERBOARD_DATABASE_URL", "LEADERBOARD_RESULTS"} <= set(served)
+    server_env = clean_env(
+        **{
+            name: f"{'sqlite:///' if 'DATABASE' in name else ''}{workdir}{suffix}"
+            for name, suffix in served.items()
+        }
+    )
+    with live_server(server_env, tmp_path / "serve.log") as server:
+        page = httpx.get(f"{server.url}/", timeout=30)
+        assert page.status_code == 200 and "demo-org/tiny-base" in page.text
+        csv = httpx.get(f"{server.url}/api/results", params={"format": "csv"}, timeout=30)
+        assert csv.status_code == 200 and "demo-org/tiny-base" in csv.text
