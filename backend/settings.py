@@ -77,6 +77,18 @@ class Settings(BaseSettings):
         ge=1,
         description="Submissions one user may make per hour through the API (on top of the per-namespace limit).",
     )
+    session_secret: str | None = Field(
+        None,
+        min_length=32,
+        description="The key that signs the pages' sign-in cookies (at least 32 characters; keep it secret). "
+        "Unset: a key of the server process, so sign-ins end when it restarts.",
+    )
+    session_hours: float = Field(
+        12.0,
+        gt=0,
+        le=24 * 30,
+        description="How long a sign-in to the pages lasts (while its token is valid).",
+    )
     config: str = Field(
         "open_llm_v2",
         description="The leaderboard config the worker evaluates with: a name in leaderboard_configs/ or a path.",

@@ -20,6 +20,7 @@ from backend.services.auth import build_authenticator
 from backend.storage.stats import StatsRepository
 from backend.storage.tokens import TokenRepository
 from backend.web import pages
+from backend.web.session import Sessions
 
 DESCRIPTION = """Submit models, vote, follow the queue and read the results of the leaderboard.
 
@@ -64,6 +65,7 @@ def create_api(app: App, background: Sequence[Background] = ()) -> FastAPI:
     )
     leaderboard = app.leaderboard
     api.state.context = Context(app=app, auth=auth, limiter=limiter, leaderboard=leaderboard)
+    api.state.sessions = Sessions(settings.session_secret, settings.session_hours)
     metrics = ApiMetrics(StatsRepository(app.db))
     api.state.registry = metrics.registry
     api.state.error_counter = metrics.errors

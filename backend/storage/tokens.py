@@ -68,9 +68,11 @@ class TokenRepository:
 
     def find(self, token: str) -> ApiToken | None:
         """The live (not revoked) record of ``token``, or None."""
-        query = select(api_tokens).where(
-            api_tokens.c.token_hash == token_hash(token), api_tokens.c.revoked_at.is_(None)
-        )
+        return self.find_hash(token_hash(token))
+
+    def find_hash(self, digest: str) -> ApiToken | None:
+        """The live record of the token whose hash is ``digest``, or None."""
+        query = select(api_tokens).where(api_tokens.c.token_hash == digest, api_tokens.c.revoked_at.is_(None))
         with self.db.transaction() as conn:
             row = conn.execute(query).mappings().first()
         return None if row is None else _row(row)

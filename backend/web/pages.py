@@ -7,23 +7,28 @@ that is not valid is shown on the page with what is accepted (HTTP 400), never a
 
 from __future__ import annotations
 
+import hmac
 import math
+import secrets
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.responses import Response
 
 from backend.api.deps import Ctx
 from backend.domain import EvalRequest, ModelType, Precision, Status
-from backend.errors import InvalidInput, RequestNotFound
+from backend.errors import InvalidInput, LeaderboardError, RequestNotFound
 from backend.leaderboards.config import LeaderboardConfig
 from backend.publish.table import TYPE_LABELS
 from backend.services.leaderboard import Query
 from backend.services.redact import strip_server_paths
 from backend.storage.evaluations import Evaluation
+from backend.storage.tokens import token_hash
+from backend.web.session import Session, Sessions, csrf_matches, is_https
 
 PAGE_ROWS = 50
 MAX_REQUEST_ID = 2**31 - 1
@@ -252,6 +257,7 @@ def build() -> APIRouter:
         pages = max(1, math.ceil(total / PAGE_ROWS))
         return render(
             "leaderboard.html",
+            session=signed_in(request, ctx),
             title=config.title,
             view=view,
             rows=rows,
@@ -264,11 +270,11 @@ def build() -> APIRouter:
         )
 
     @router.get("/results/{request_id}", response_class=HTMLResponse)
-    def result(request_id: str, ctx: Ctx) -> HTMLResponse:
+    def result(request_id: str, request: Request, ctx: Ctx) -> HTMLResponse:
         config = ctx.leaderboard.config
-        request = _request(ctx, request_id)
-        versions = ctx.app.evaluations.versions(request.id, config.name) if request else []
-        if request is None or not versions:
+        asked = _request(ctx, request_id)
+        versions = ctx.app.evaluations.versions(asked.id, config.name) if asked else []
+        if asked is None or not versions:
             return render(
                 "error.html", 404, title=config.title, problem="no result with this number", back="/"
             )
@@ -276,8 +282,9 @@ def build() -> APIRouter:
         p = latest.provenance
         return render(
             "result.html",
+            session=signed_in(request, ctx),
             title=config.title,
-            request=request,
+            request=asked,
             evaluation=latest,
             versions=versions,
             bars=bars(config, latest),
@@ -293,21 +300,91 @@ def build() -> APIRouter:
         )
 
     @router.get("/requests/{request_id}", response_class=HTMLResponse)
-    def request_page(request_id: str, ctx: Ctx) -> HTMLResponse:
+    def request_page(request_id: str, request: Request, ctx: Ctx) -> HTMLResponse:
         config = ctx.leaderboard.config
-        request = _request(ctx, request_id)
-        if request is None:
+        asked = _request(ctx, request_id)
+        if asked is None:
             return render(
                 "error.html", 404, title=config.title, problem="no request with this number", back="/queue"
             )
-        detail = ctx.app.queue.detail(request.id)
-        evaluated = bool(ctx.app.evaluations.versions(request.id, config.name))
-        return render("request.html", title=config.title, detail=detail, evaluated=evaluated)
+        detail = ctx.app.queue.detail(asked.id)
+        evaluated = bool(ctx.app.evaluations.versions(asked.id, config.name))
+        session = signed_in(request, ctx)
+        return render("request.html", title=config.title, detail=detail, evaluated=evaluated, session=session)
 
     @router.get("/queue", response_class=HTMLResponse)
-    def queue(ctx: Ctx) -> HTMLResponse:
+    def queue(request: Request, ctx: Ctx) -> HTMLResponse:
+        session = signed_in(request, ctx)
         sections = [(status, ctx.app.queue.page_and_more(status, PAGE_ROWS, 0)) for status in QUEUE_STATUSES]
-        return render("queue.html", title=ctx.leaderboard.config.title, sections=sections)
+        voted: set[int] = set()
+        if session is not None:
+            pending = sections[0][1][0]
+            voted = {
+                r.id
+                for r in pending
+                if session.user in {v.user for v in ctx.app.vote_repository.all_votes(r.id)}
+            }
+        return render(
+            "queue.html", title=ctx.leaderboard.config.title, sections=sections, session=session, voted=voted
+        )
+
+    @router.get("/signin", response_class=HTMLResponse)
+    def signin_form(request: Request, ctx: Ctx) -> HTMLResponse:
+        return _signin_page(ctx, request)
+
+    @router.post("/signin", response_class=HTMLResponse)
+    async def signin(request: Request, ctx: Ctx) -> Response:
+        form = await _form(request)
+        cookie = request.cookies.get(SIGNIN_COOKIE, "")
+        if not cookie or not hmac.compare_digest(cookie, form.get("csrf", "")):
+            return _signin_page(
+                ctx, request, "the sign-in form expired or came from another site: sign in again", 403
+            )
+        token = form.get("token", "")
+        try:
+            identity = ctx.auth.authenticate(token)
+        except LeaderboardError as exc:
+            return _signin_page(ctx, request, exc.message, exc.http_status)
+        sessions = _sessions(request)
+        response = RedirectResponse("/queue", status_code=303)
+        sessions.write(response, request, sessions.new(identity, token_hash(token.strip())))
+        response.delete_cookie(SIGNIN_COOKIE, path="/signin")
+        return response
+
+    @router.post("/signout")
+    async def signout(request: Request, ctx: Ctx) -> Response:
+        session = signed_in(request, ctx)
+        if not csrf_matches(session, (await _form(request)).get("csrf")):
+            return render(
+                "error.html", 403, title=ctx.leaderboard.config.title, problem=CSRF_PROBLEM, back="/queue"
+            )
+        response = RedirectResponse("/", status_code=303)
+        Sessions.clear(response)
+        return response
+
+    @router.post("/requests/{request_id}/{action}", response_class=HTMLResponse)
+    async def vote(request_id: str, action: str, request: Request, ctx: Ctx) -> Response:
+        """Vote or withdraw a vote from the queue page: signed in, with the form's CSRF token, within the
+        API's per-user vote limit."""
+        title = ctx.leaderboard.config.title
+        session = signed_in(request, ctx)
+        form = await _form(request)
+        target = _request(ctx, request_id)
+        if action not in ("vote", "unvote") or target is None:
+            return render("error.html", 404, title=title, problem="no such request or action", back="/queue")
+        if session is None:
+            return render("error.html", 401, title=title, problem="sign in to vote", back="/signin")
+        if not csrf_matches(session, form.get("csrf")):
+            return render("error.html", 403, title=title, problem=CSRF_PROBLEM, back="/queue")
+        try:
+            ctx.limiter.hit(session.user, "vote")
+            if action == "vote":
+                ctx.app.votes.vote(target.id, session.user)
+            else:
+                ctx.app.votes.unvote(target.id, session.user)
+        except LeaderboardError as exc:
+            return render("error.html", exc.http_status, title=title, problem=exc.message, back="/queue")
+        return RedirectResponse("/queue", status_code=303)
 
     return router
 
@@ -320,3 +397,50 @@ def _request(ctx: Ctx, request_id: str) -> EvalRequest | None:
         return ctx.app.queue.get(int(request_id))
     except RequestNotFound:
         return None
+
+
+SIGNIN_COOKIE = "lb_signin"
+CSRF_PROBLEM = "this form expired or came from another site: reload the page and try again"
+MAX_FORM_BYTES = 8192
+
+
+def _sessions(request: Request) -> Sessions:
+    sessions: Sessions = request.app.state.sessions
+    return sessions
+
+
+def signed_in(request: Request, ctx: Ctx) -> Session | None:
+    """The signed-in user, while the API token of the sign-in is live (revoking it signs them out)."""
+    session = _sessions(request).read(request)
+    if session is None:
+        return None
+    if session.via == "api-token" and ctx.auth.tokens.find_hash(session.token_hash) is None:
+        return None
+    return session
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A URL-encoded form body (the pages' forms), each field's first value; too big or not a form: empty."""
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES or not request.headers.get("content-type", "").startswith(
+        "application/x-www-form-urlencoded"
+    ):
+        return {}
+    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), max_num_fields=20).items()}
+
+
+def _signin_page(ctx: Ctx, request: Request, problem: str | None = None, status: int = 200) -> HTMLResponse:
+    nonce = secrets.token_urlsafe(24)
+    response = render(
+        "signin.html", status, title=ctx.leaderboard.config.title, problem=problem, csrf=nonce, session=None
+    )
+    response.set_cookie(
+        SIGNIN_COOKIE,
+        nonce,
+        max_age=3600,
+        httponly=True,
+        samesite="lax",
+        secure=is_https(request),
+        path="/signin",
+    )
+    return response

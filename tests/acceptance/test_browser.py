@@ -14,6 +14,7 @@ import pytest
 from backend.app import App
 from backend.domain import ModelType, Precision
 from backend.settings import Settings
+from backend.storage.tokens import TokenRepository
 from tests.acceptance.live_api import Server, base_env, live_server
 from tests.integration.conftest import Clock, new_request
 from tests.integration.test_publish import MODELS, evaluate
@@ -23,6 +24,7 @@ CHROMIUM = Path("/usr/bin/chromium")  # scripts/ensure-chromium.sh installs it (
 ARTIFACTS = Path(__file__).parents[2] / "artifacts" / "browser"
 EVIL_NAME = "org/<script>window.__pwned=1</script>"
 EVIL_REASON = '<img src=x onerror="window.__pwned=2"> the run broke'
+TOKENS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dic
     app.queue.fail(failed.id, "w", EVIL_REASON, transient=False)
     ids["failed"] = failed.id
     ids["pending"] = app.requests.create(new_request(model="org/waiting", sha="c" * 40), clock(), None).id
+    _, token = TokenRepository(app.db).create("voter", False, "admin", clock())
     app.close()
+    TOKENS["voter"] = token
     with live_server(base_env(url), root / "serve.log") as server:
         yield server, ids
 
@@ -60,7 +64,8 @@ class Tab:
     """A page that records every console error and uncaught exception."""
 
     def __init__(self, browser: Any, base: str) -> None:
-        self.page = browser.new_page(viewport={"width": 1400, "height": 900})
+        self.context = browser.new_context(viewport={"width": 1400, "height": 900})
+        self.page = self.context.new_page()
         self.base = base
         self.errors: list[str] = []
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
@@ -131,3 +136,30 @@ def test_the_table_sorts_filters_and_searches_and_a_shared_url_restores_the_view
     other.page.wait_for_url("**/results/*")
     assert other.page.locator("h1").inner_text() == shown[0]
     assert tab.errors == [] and other.errors == []
+
+
+def test_sign_in_with_a_token_vote_be_refused_a_second_vote_and_withdraw(site, browser):
+    server, _ = site
+    tab = Tab(browser, server.url)
+    tab.open("/signin", "signin")
+    tab.page.fill("input[name=token]", TOKENS["voter"])
+    tab.page.click("form.signin button[type=submit]")
+    tab.page.wait_for_url("**/queue")
+    assert tab.page.inner_text(".who .user") == "voter"
+    stale = tab.context.new_page()  # the same queue in a second tab, signed in too
+    stale.goto(server.url + "/queue")
+    row = tab.page.locator("tr", has_text="org/waiting")
+    before = int(row.locator("td.num").inner_text())
+    row.locator("button.vote").click()
+    tab.page.wait_for_url("**/queue")
+    row = tab.page.locator("tr", has_text="org/waiting")
+    assert int(row.locator("td.num").inner_text()) == before + 1
+    tab.page.screenshot(path=str(ARTIFACTS / "queue-signed-in.png"), full_page=True)
+    stale.locator("tr", has_text="org/waiting").locator("button.vote").click()  # its Vote button, again
+    stale.wait_for_load_state()
+    assert "already voted" in stale.inner_text("main")  # refused, saying why
+    tab.open("/queue")
+    tab.page.locator("tr", has_text="org/waiting").locator("button.unvote").click()
+    tab.page.wait_for_url("**/queue")
+    assert int(tab.page.locator("tr", has_text="org/waiting").locator("td.num").inner_text()) == before
+    assert tab.errors == []

@@ -150,3 +150,98 @@ def test_a_page_for_nothing_is_a_404_page(client, path):
     page = client.get(path)
     assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
     assert "no re" in page.text
+
+
+def token_for(app, user: str) -> tuple[int, str]:
+    from backend.storage.tokens import TokenRepository
+
+    record, token = TokenRepository(app.db).create(user, False, "admin", app.clock())
+    return record.id, token
+
+
+def sign_in(client, token: str, **headers: str):
+    form = client.get("/signin")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    return client.post(
+        "/signin", data={"csrf": csrf, "token": token}, headers=headers, follow_redirects=False
+    )
+
+
+def csrf_of(page: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+def test_sign_in_with_an_api_token_then_vote_and_withdraw_from_the_queue_page(app, clock, client):
+    request = app.requests.create(new_request(model="org/pending", sender="alice"), clock(), None)
+    _, token = token_for(app, "bob")
+    signed = sign_in(client, token)
+    assert signed.status_code == 303 and signed.headers["location"] == "/queue"
+    cookie = signed.headers["set-cookie"].lower()
+    assert "lb_session=" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+    assert "secure" not in cookie  # plain HTTP here; behind HTTPS it is Secure (below)
+    assert token not in signed.headers["set-cookie"]  # the token is never in the cookie
+    page = client.get("/queue").text
+    assert '<span class="user">bob</span>' in page and ">Vote</button>" in page
+    voted = client.post(f"/requests/{request.id}/vote", data={"csrf": csrf_of(page)}, follow_redirects=False)
+    assert voted.status_code == 303 and app.queue.get(request.id).votes == 2
+    page = client.get("/queue").text
+    assert "Withdraw my vote" in page  # their current vote is shown
+    again = client.post(f"/requests/{request.id}/vote", data={"csrf": csrf_of(page)})
+    assert again.status_code == 409 and "already voted" in unescape(again.text)
+    assert app.queue.get(request.id).votes == 2
+    withdrawn = client.post(
+        f"/requests/{request.id}/unvote", data={"csrf": csrf_of(page)}, follow_redirects=False
+    )
+    assert withdrawn.status_code == 303 and app.queue.get(request.id).votes == 1
+    out = client.post("/signout", data={"csrf": csrf_of(client.get("/queue").text)}, follow_redirects=False)
+    assert out.status_code == 303
+    assert "Sign in" in client.get("/queue").text
+
+
+def test_every_state_change_needs_the_forms_csrf_token(app, clock, client):
+    request = app.requests.create(new_request(model="org/pending", sender="alice"), clock(), None)
+    _, token = token_for(app, "bob")
+    # Signing in without the sign-in form's token (another site posting it) is refused.
+    forged = client.post("/signin", data={"csrf": "x", "token": token}, follow_redirects=False)
+    assert forged.status_code == 403 and "lb_session" not in forged.headers.get("set-cookie", "")
+    sign_in(client, token)
+    for data in ({}, {"csrf": ""}, {"csrf": "not-the-token"}):
+        refused = client.post(f"/requests/{request.id}/vote", data=data)
+        assert refused.status_code == 403 and "came from another site" in refused.text
+    refused = client.post("/signout", data={})
+    assert refused.status_code == 403
+    assert app.queue.get(request.id).votes == 1  # nothing changed
+
+
+def test_a_bad_token_a_forged_cookie_and_a_revoked_token_sign_no_one_in(app, clock, client):
+    from backend.storage.tokens import TokenRepository
+
+    request = app.requests.create(new_request(model="org/pending", sender="alice"), clock(), None)
+    bad = sign_in(client, "lb_not-a-real-token")
+    assert (
+        bad.status_code == 401
+        and "not valid" in bad.text
+        and "lb_session" not in bad.headers.get("set-cookie", "")
+    )
+    anonymous = client.post(f"/requests/{request.id}/vote", data={"csrf": "x"})
+    assert anonymous.status_code == 401 and "sign in to vote" in anonymous.text
+    token_id, token = token_for(app, "bob")
+    sign_in(client, token)
+    assert '<span class="user">bob</span>' in client.get("/queue").text
+    payload, signature = client.cookies["lb_session"].split(".")
+    client.cookies.clear()
+    client.cookies.set("lb_session", f"{payload}.{signature}")
+    assert '<span class="user">bob</span>' in client.get("/queue").text  # the cookie as it was still works
+    client.cookies.clear()
+    client.cookies.set("lb_session", payload[:-4] + "AAAA." + signature)  # edited: the signature fails
+    assert '<span class="user">' not in client.get("/queue").text
+    sign_in(client, token)
+    TokenRepository(app.db).revoke(token_id, clock())
+    assert '<span class="user">' not in client.get("/queue").text  # revoking the token signs them out
+    assert app.queue.get(request.id).votes == 1
+
+
+def test_behind_https_the_session_cookie_is_secure(app, client):
+    _, token = token_for(app, "bob")
+    signed = sign_in(client, token, **{"X-Forwarded-Proto": "https"})
+    assert "secure" in signed.headers["set-cookie"].lower()
