@@ -10,7 +10,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from backend.api.limits import RateLimiter
 from backend.app import App
-from backend.errors import Unauthorized
+from backend.domain import preview
+from backend.errors import InvalidInput, Unauthorized
 from backend.services.auth import Authenticator, Identity
 from backend.services.leaderboard import LeaderboardService
 
@@ -64,3 +65,25 @@ def admin(caller: Annotated[Identity, Depends(identity)]) -> Identity:
 User = Annotated[Identity, Depends(identity)]
 Admin = Annotated[Identity, Depends(admin)]
 MaybeUser = Annotated[Identity | None, Depends(optional_identity)]
+
+
+def _query_names(dependant: Any) -> set[str]:
+    """The query parameters an operation takes, its dependencies' included."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def known_query_only(request: Request) -> None:
+    """A query parameter the operation does not take is refused (422), not ignored: a misspelt filter must
+    not quietly answer as if it had not been given. (Operations that document no 422 take none to check.)"""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or 422 not in getattr(route, "responses", {}):
+        return
+    known = _query_names(dependant)
+    unknown = sorted(set(request.query_params.keys()) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "none"
+        raise InvalidInput(f"unknown query parameter {preview(unknown[0])}: this operation takes {takes}")

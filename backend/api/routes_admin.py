@@ -2,9 +2,9 @@
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Depends, Path, Query, status
 
-from backend.api.deps import Admin, Ctx
+from backend.api.deps import Admin, Ctx, known_query_only
 from backend.api.responses import ADMIN
 from backend.api.routes_public import MAX_ID, RequestId
 from backend.api.schemas import (
@@ -42,7 +42,9 @@ def _token(record: ApiToken) -> dict[str, object]:
 
 
 def build() -> APIRouter:
-    router = APIRouter(prefix="/api/admin", tags=["admin"], responses=ADMIN)
+    router = APIRouter(
+        prefix="/api/admin", tags=["admin"], responses=ADMIN, dependencies=[Depends(known_query_only)]
+    )
 
     @router.post("/requests/{request_id}/cancel", response_model=RequestOut)
     def cancel(request_id: RequestId, body: ReasonIn, ctx: Ctx, caller: Admin) -> RequestOut:

@@ -2,12 +2,12 @@
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 
-from backend.api.deps import OPTIONAL_AUTH, Ctx, MaybeUser
+from backend.api.deps import OPTIONAL_AUTH, Ctx, MaybeUser, known_query_only
 from backend.api.responses import READ, errors
 from backend.api.schemas import (
     Health,
@@ -30,7 +30,7 @@ MEDIA_TYPES = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv", "
 
 def build(max_page_size: int, columns: list[str]) -> APIRouter:
     """The routes, with the page-size limit and the table's columns (what `sort` accepts) in the spec."""
-    router = APIRouter()
+    router = APIRouter(dependencies=[Depends(known_query_only)])
     Limit = Annotated[int, Query(ge=1, le=max_page_size, description="Rows per page.")]
     Column = Literal[tuple(columns)]  # type: ignore[valid-type]
 

@@ -1,8 +1,8 @@
 """Writes by users: submissions and votes (a bearer token each; per-user rate limits)."""
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, status
 
-from backend.api.deps import Ctx, User
+from backend.api.deps import Ctx, User, known_query_only
 from backend.api.responses import WRITE
 from backend.api.routes_public import RequestId
 from backend.api.schemas import RequestOut, SubmissionIn, VoteOut
@@ -10,7 +10,7 @@ from backend.domain import Submission
 
 
 def build() -> APIRouter:
-    router = APIRouter(tags=["submissions and votes"])
+    router = APIRouter(tags=["submissions and votes"], dependencies=[Depends(known_query_only)])
 
     @router.post(
         "/api/submissions", response_model=RequestOut, status_code=status.HTTP_201_CREATED, responses=WRITE
