@@ -13,6 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,6 +56,8 @@ MAX_ARCHITECTURES = 16
 MAX_LICENSE_CHARS = 100
 MAX_REASON_CHARS = 4000
 MAX_JOB_ID_CHARS = 64
+# Control characters: never in a one-line field; a NUL in none (PostgreSQL cannot store one).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Statuses of the reference and of its forks, as they map onto ours.
 STATUS_ALIASES = {
     "PENDING": Status.PENDING,
@@ -85,7 +90,13 @@ class ImportReport:
     requests_skipped: int = 0  # already there, or a duplicate of an active request
     votes_added: int = 0
     votes_skipped: int = 0
-    problems: list[str] = field(default_factory=list)  # files or lines that could not be read
+    problems: list[str] = field(default_factory=list)  # files or lines not imported, and why
+
+
+def shown(name: str) -> str:
+    """A file name from the import folder as a report shows it: characters that are not printable (a
+    control character, a byte that is not UTF-8) escaped, so a name cannot garble the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
 def request_filename(model: str, precision: str, weight_type: str, sha: str, request_id: int) -> str:
@@ -98,25 +109,49 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _parse_time(value: Any, what: str) -> datetime:
+    """An ISO-8601 time (UTC when it names no zone), in UTC: what the database stores."""
     if not isinstance(value, str) or not value.strip() or len(value) > 64:
         raise RequestsFileError(f"{what} is missing or not a time")
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
     except ValueError as exc:
         raise RequestsFileError(f"{what} {preview(value)} is not an ISO-8601 time") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except OverflowError as exc:  # year 1 or 9999 moved across midnight by its zone
+        raise RequestsFileError(f"{what} {preview(value)} is out of range once in UTC") from exc
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RequestsFileError(f"not valid JSON ({exc.msg}, line {exc.lineno})") from exc
+    except (ValueError, RecursionError) as exc:  # an integer of thousands of digits, or deep nesting
+        raise RequestsFileError(
+            f"not valid JSON ({type(exc).__name__}: nested or sized beyond what a parser accepts)"
+        ) from exc
 
 
 def _read_capped(path: Path, root: Path, limit: int) -> str:
-    """A file of the import folder as text: a regular file inside the folder (no link out), at most
-    ``limit`` bytes."""
-    if not path.resolve().is_relative_to(root) or not path.resolve().is_file():
+    """A file of the import folder as UTF-8 text: a regular file inside the folder (no link out, checked
+    on the file opened), at most ``limit`` bytes."""
+    real = path.resolve()
+    if not real.is_relative_to(root):
         raise RequestsFileError("a link that leaves the import folder: copy the file in instead")
-    with path.open("rb") as handle:
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise RequestsFileError(f"cannot be read: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RequestsFileError("not a regular file")
         data = handle.read(limit + 1)
     if len(data) > limit:
         raise RequestsFileError(f"larger than {limit} bytes")
-    return data.decode("utf-8")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestsFileError(f"not UTF-8 text (byte {exc.start})") from exc
 
 
 def _repo_id(value: Any, what: str) -> str:
@@ -127,11 +162,15 @@ def _repo_id(value: Any, what: str) -> str:
 
 
 def _params(value: Any) -> float | None:
-    """Billions of parameters: a finite, non-negative number, else unknown."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """Billions of parameters: a finite, non-negative number; unknown when absent, null, "" or "?"."""
+    if value in (None, "", "?"):
         return None
-    number = float(value) if abs(value) < 1e300 else math.inf
-    return number if math.isfinite(number) and number >= 0 else None
+    number = math.inf
+    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e300:
+        number = float(value)
+    if not (math.isfinite(number) and number >= 0):
+        raise RequestsFileError(f"params {preview(value)} is not a finite, non-negative number (billions)")
+    return number
 
 
 def _architectures(value: Any) -> list[str]:
@@ -149,11 +188,22 @@ def _architectures(value: Any) -> list[str]:
     return found
 
 
-def _text(value: Any, what: str, limit: int) -> str | None:
+def _text(value: Any, what: str, limit: int, lines: bool = False) -> str | None:
+    """A text of at most ``limit`` characters without control characters (``lines``: without a NUL, as a
+    failure's reason quotes logs), or None when empty."""
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or len(value) > limit:
-        raise RequestsFileError(f"{what} {preview(value)} is not a text of at most {limit} characters")
+    if (
+        not isinstance(value, str)
+        or len(value) > limit
+        or "\0" in value
+        or (not lines and _CONTROL.search(value))
+    ):
+        kind = "text" if lines else "one-line text"
+        raise RequestsFileError(
+            f"{what} {preview(value)} is not a {kind} of at most {limit} characters without control "
+            "characters"
+        )
     return value
 
 
@@ -287,7 +337,7 @@ class RequestsExportService:
         root = folder.resolve()
         report = ImportReport()
         for path in sorted(p for p in folder.rglob("*.json") if p.is_file() or p.is_symlink()):
-            name = path.relative_to(folder).as_posix()
+            name = shown(path.relative_to(folder).as_posix())
             try:
                 values = self._read_request(_read_capped(path, root, MAX_REQUEST_FILE_BYTES))
                 if values["status"] == Status.PENDING.value:
@@ -300,7 +350,7 @@ class RequestsExportService:
                     f"{name}: not imported, rule '{exc.rule}': {exc.problem}. Fix: {exc.fix}"
                 )
                 continue
-            except (RequestsFileError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            except RequestsFileError as exc:
                 report.problems.append(f"{name}: {exc}")
                 continue
             except LeaderboardError as exc:  # the model source cannot answer now
@@ -309,10 +359,17 @@ class RequestsExportService:
             known = self.requests.find_imported(
                 values["model"], values["sha"], values["precision"], values["submitted_at"]
             )
-            if known is not None or self.requests.insert_imported(values, actor, self.clock()) is None:
-                report.requests_skipped += 1
-            else:
+            try:
+                added = (
+                    known is None and self.requests.insert_imported(values, actor, self.clock()) is not None
+                )
+            except InvalidInput as exc:  # a value the checks let through that the database cannot hold
+                report.problems.append(f"{name}: not imported: {exc.message}")
+                continue
+            if added:
                 report.requests_added += 1
+            else:
+                report.requests_skipped += 1
         votes_path = folder / VOTES_FILE
         if votes_path.is_file() or votes_path.is_symlink():
             self._import_votes(votes_path, root, report)
@@ -345,7 +402,7 @@ class RequestsExportService:
         }
 
     def _read_request(self, text: str) -> dict[str, Any]:
-        data = json.loads(text)
+        data = _parse_json(text)
         if not isinstance(data, dict):
             raise RequestsFileError("not a JSON object")
         model = _repo_id(data.get("model"), "model")
@@ -371,6 +428,7 @@ class RequestsExportService:
             isinstance(job_id, bool)
             or not isinstance(job_id, str | int)
             or len(str(job_id)) > MAX_JOB_ID_CHARS
+            or _CONTROL.search(str(job_id))
         ):
             raise RequestsFileError(
                 f"job_id {preview(job_id)} is not a job id of at most {MAX_JOB_ID_CHARS} characters"
@@ -397,7 +455,9 @@ class RequestsExportService:
             "submitted_at": submitted_at,
             "updated_at": submitted_at,
             "job_id": None if job_id is None else str(job_id),
-            "failure_reason": _text(data.get("failure_reason"), "failure_reason", MAX_REASON_CHARS)
+            "failure_reason": _text(
+                data.get("failure_reason"), "failure_reason", MAX_REASON_CHARS, lines=True
+            )
             if status is Status.FAILED
             else None,
         }
@@ -405,7 +465,7 @@ class RequestsExportService:
     def _import_votes(self, path: Path, root: Path, report: ImportReport) -> None:
         try:
             text = _read_capped(path, root, MAX_VOTES_FILE_BYTES)
-        except (RequestsFileError, UnicodeDecodeError) as exc:
+        except RequestsFileError as exc:
             report.problems.append(f"{VOTES_FILE}: {exc}")
             return
         for number, line in enumerate(text.splitlines(), 1):
@@ -414,7 +474,7 @@ class RequestsExportService:
             try:
                 if len(line) > MAX_VOTE_LINE_CHARS:
                     raise RequestsFileError(f"longer than {MAX_VOTE_LINE_CHARS} characters")
-                vote = json.loads(line)
+                vote = _parse_json(line)
                 if not isinstance(vote, dict):
                     raise RequestsFileError("not a JSON object")
                 model = _repo_id(vote.get("model"), "model")
@@ -427,7 +487,7 @@ class RequestsExportService:
                 except InvalidInput as exc:
                     raise RequestsFileError(f"username {preview(username)}: {exc.message}") from exc
                 at = _parse_time(vote.get("timestamp"), "timestamp")
-            except (json.JSONDecodeError, RecursionError, RequestsFileError) as exc:
+            except RequestsFileError as exc:
                 report.problems.append(f"{VOTES_FILE}:{number}: {exc}")
                 continue
             candidates = [

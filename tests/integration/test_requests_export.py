@@ -5,6 +5,8 @@ publishing never write outside their folders."""
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,6 +202,23 @@ def test_an_imported_model_id_that_is_not_a_repo_id_is_refused_and_nothing_leave
         ({"status": ["FINISHED"]}, "status"),
         ({"status": "FAILED", "failure_reason": "x" * 5000}, "failure_reason"),
         ({"submitted_time": "9" * 10000}, "submitted_time"),
+        # Before: taken as unknown without a word.
+        ({"params": "7"}, "params '7' is not a finite, non-negative number"),
+        ({"params": -1}, "params -1"),
+        ({"params": math.nan}, "params nan"),
+        ({"params": True}, "params True"),
+        # Before: a NUL stopped the whole import on PostgreSQL ("a value cannot be stored") and was
+        # stored on SQLite; a control character in a one-line field was stored.
+        ({"status": "FAILED", "failure_reason": "bad\x00reason"}, "failure_reason"),
+        ({"license": "mit\x00"}, "license"),
+        ({"license": "mit\x1b[31m"}, "license"),
+        ({"job_id": "12\x0034"}, "job_id"),
+        # Before: OverflowError out of the import (a traceback) when the time was stored.
+        (
+            {"submitted_time": "0001-01-01T00:00:00+01:00"},
+            "submitted_time '0001-01-01T00:00:00+01:00' is out of range",
+        ),
+        ({"submitted_time": "9999-12-31T23:59:59-01:00"}, "submitted_time"),
     ],
 )
 def test_every_field_of_an_imported_request_is_checked_against_its_type_and_size(
@@ -207,9 +226,21 @@ def test_every_field_of_an_imported_request_is_checked_against_its_type_and_size
 ):
     folder = tmp_path / "requests"
     write(folder, "org/bad.json", reference_record(**changes))
+    write(folder, "org/ok.json", reference_record(model="org/ok"))  # sorted after: still imported
     report = app.requests_export.import_(folder, "importer")
-    assert report.requests_added == 0 and len(report.problems) == 1, report.problems
+    assert report.requests_added == 1 and len(report.problems) == 1, report.problems
     assert report.problems[0].startswith("org/bad.json: ") and problem in report.problems[0], report.problems
+    assert [r.model for r in app.requests.all()] == ["org/ok"]
+
+
+def test_a_multiline_failure_reason_is_kept(app, tmp_path):
+    folder = tmp_path / "requests"
+    reason = "Traceback (most recent call last):\n\tFile x\nCUDA out of memory"
+    write(folder, "org/failed.json", reference_record(status="FAILED", failure_reason=reason, params=None))
+    report = app.requests_export.import_(folder, "importer")
+    assert (report.requests_added, report.problems) == (1, [])
+    (failed,) = app.requests.all()
+    assert (failed.failure_reason, failed.params_b) == (reason, None)
 
 
 def test_an_oversized_file_a_deep_nesting_and_a_link_out_of_the_folder_are_problems_not_crashes(
@@ -219,18 +250,44 @@ def test_an_oversized_file_a_deep_nesting_and_a_link_out_of_the_folder_are_probl
     write(folder, "org/ok.json", reference_record())
     (folder / "org" / "huge.json").write_text(json.dumps(reference_record(pad="x" * (2 << 20))))
     (folder / "org" / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    # Before: ValueError out of the import (Python parses at most 4300 digits of an integer).
+    (folder / "org" / "digits.json").write_text(
+        json.dumps(reference_record())[:-1] + ', "x": ' + "9" * 5000 + "}"
+    )
+    (folder / "org" / "latin1.json").write_bytes(
+        json.dumps(reference_record(sender="é", model_type="pretrained"), ensure_ascii=False).encode(
+            "latin-1"
+        )
+    )
+    (folder / "org").joinpath(os.fsdecode(b"odd\xff\x1b[2Jname.json")).write_text("{")
     outside = tmp_path / "secret.json"
     outside.write_text(json.dumps(reference_record(model="org/secret")))
     (folder / "org" / "link.json").symlink_to(outside)
-    (folder / "votes_data.jsonl").write_text("x" * 5000 + "\n" + json.dumps({"model": "../x"}) + "\n")
+    late = {"model": "EleutherAI/pythia-160m", "revision": SHA, "username": "bob"}
+    (folder / "votes_data.jsonl").write_text(
+        "x" * 5000
+        + "\n"
+        + json.dumps({"model": "../x"})
+        + "\n"
+        # Before: OverflowError out of the import once the vote was stored.
+        + json.dumps({**late, "timestamp": "9999-12-31T23:59:59-01:00"})
+        + "\n"
+        + json.dumps({**late, "timestamp": "2024-06-13T00:00:00Z"})
+        + "\n"
+    )
     report = app.requests_export.import_(folder, "importer")
     problems = "\n".join(report.problems)
     assert report.requests_added == 1, problems  # org/ok.json, a FINISHED record
     assert "org/huge.json: larger than" in problems
-    assert "org/deep.json" in problems
+    assert "org/deep.json: not valid JSON (RecursionError" in problems
+    assert "org/digits.json: not valid JSON (ValueError" in problems
+    assert "org/latin1.json: not UTF-8 text" in problems
+    assert "org/odd\\udcff\\x1b[2Jname.json: not valid JSON" in problems  # shown escaped
     assert "org/link.json: a link that leaves the import folder" in problems
     assert "votes_data.jsonl:1: longer than" in problems and "votes_data.jsonl:2: rule 'repo-id'" in problems
+    assert "votes_data.jsonl:3: timestamp '9999-12-31T23:59:59-01:00' is out of range" in problems
     assert [r.model for r in app.requests.all()] == ["EleutherAI/pythia-160m"]
+    assert (report.votes_added, len(report.problems)) == (1, 9), problems
 
 
 def test_an_imported_pending_request_passes_every_submission_rule(app, tmp_path, store):
@@ -257,6 +314,30 @@ def test_an_imported_pending_request_passes_every_submission_rule(app, tmp_path,
     assert queued.architectures == ("LlamaForCausalLM",) and queued.license == "apache-2.0"
     again = app.requests_export.import_(folder, "importer")
     assert (again.requests_added, again.requests_skipped) == (0, 2)
+
+
+def test_a_pending_request_is_not_imported_while_the_model_source_cannot_answer_and_is_on_the_next_run(
+    database_url, clock, tmp_path, store
+):
+    """Before: covered by no test. The Hub here is an endpoint nothing listens on."""
+    from backend.hub.hub_client import HubModelSource
+
+    sha = build_tiny_model(store, "org/good")
+    folder = tmp_path / "requests"
+    write(folder, "org/good.json", reference_record(model="org/good", revision=sha, status="PENDING"))
+    write(folder, "org/old.json", reference_record(model="org/old", status="FINISHED"))
+    settings = Settings(database_url=database_url)
+    with App.open(settings, source=HubModelSource(endpoint="http://127.0.0.1:9", timeout=2)) as offline:
+        offline.clock = clock
+        report = offline.requests_export.import_(folder, "importer")
+    assert report.requests_added == 1, report.problems  # the history record needs no model source
+    (problem,) = report.problems
+    assert problem.startswith("org/good.json: not imported: ") and problem.endswith("; run the import again")
+    with App.open(settings, source=store) as online:
+        online.clock = clock
+        again = online.requests_export.import_(folder, "importer")
+        assert (again.requests_added, again.requests_skipped, again.problems) == (1, 1, [])
+        assert [r.model for r in online.queue.page(Status.PENDING)] == ["org/good"]
 
 
 def test_a_bad_id_already_in_the_database_is_neither_exported_nor_published_and_the_rest_is(
