@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -147,6 +148,57 @@ def test_export_and_import_round_trip_in_the_reference_layout(cli, tmp_path, dat
         again["votes_added"],
         again["votes_skipped"],
     ) == (0, 1, 0, 2)
+
+
+def test_import_reports_each_file_it_refuses_and_imports_the_rest(cli, tmp_path, model_store):
+    """Untrusted files: a model id that would leave the export folder, a pending request breaking a
+    submission rule, a file whose name holds bytes that are not UTF-8 and a terminal escape. Each is a
+    line of the report; the valid pending request is imported; nothing is a traceback."""
+    folder = tmp_path / "incoming"
+    (folder / "acme").mkdir(parents=True)
+    base_sha = model_store.resolve("acme/tiny-base", "main").sha
+    record = {
+        "revision": "0" * 40,
+        "precision": "bfloat16",
+        "weight_type": "Original",
+        "status": "FINISHED",
+        "submitted_time": "2024-06-12T09:13:52Z",
+        "model_type": "pretrained",
+        "sender": "alice",
+    }
+    for name, changes in {
+        "acme/evil.json": {"model": "../../escaped/pwn"},
+        "acme/unlicensed.json": {
+            "model": "acme/no-license",
+            "revision": model_store.resolve("acme/no-license", "main").sha,
+            "status": "PENDING",
+        },
+        "acme/base.json": {
+            "model": "acme/tiny-base",
+            "revision": base_sha,
+            "status": "RUNNING",
+        },
+    }.items():
+        (folder / name).write_text(json.dumps({**record, **changes}))
+    (folder / "acme").joinpath(os.fsdecode(b"odd\xff\x1b[2J.json")).write_text("{")
+    result = cli("requests", "import", str(folder), "--user", "admin")
+    assert "requests: 1 added, 0 skipped" in result.stdout
+    skipped = result.stderr.splitlines()
+    assert skipped[0].startswith("skipped acme/evil.json: rule 'repo-id'"), skipped
+    assert skipped[1].startswith("skipped acme/odd\\udcff\\x1b[2J.json: not valid JSON"), skipped
+    assert skipped[2].startswith("skipped acme/unlicensed.json: not imported, rule 'license'"), skipped
+    assert len(skipped) == 3 and "\x1b" not in result.stderr
+    report = cli.json("requests", "import", str(folder), "--user", "admin")
+    assert (report["requests_added"], report["requests_skipped"], len(report["problems"])) == (0, 1, 3)
+    (queued,) = cli.json("queue")
+    assert (queued["model"], queued["status"]) == ("acme/tiny-base", "PENDING")
+    cli("requests", "export", str(tmp_path / "a" / "out"))
+    assert sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*")) == [
+        "out",
+        "out/acme",
+        f"out/acme/tiny-base_eval_request_False_bfloat16_Original_{base_sha[:12]}_{queued['id']}.json",
+        "out/votes_data.jsonl",
+    ]
 
 
 def test_settings_and_help(cli):
