@@ -12,11 +12,10 @@ import math
 import secrets
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
-from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.responses import Response
 
 from backend.api.deps import Ctx
@@ -28,29 +27,13 @@ from backend.services.leaderboard import Query
 from backend.services.redact import strip_server_paths
 from backend.storage.evaluations import Evaluation
 from backend.storage.tokens import token_hash
-from backend.web.session import Session, Sessions, csrf_matches, is_https
+from backend.web.session import Sessions, csrf_matches, is_https
+from backend.web.view import CSRF_PROBLEM, page, problem, read_form, sessions, signed_in
 
 PAGE_ROWS = 50
 MAX_REQUEST_ID = 2**31 - 1
 MAX_SEARCH_CHARS = 200
-#: Security headers of every page: no script, style or image from anywhere but this server, no framing.
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
-)
-PAGE_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-}
 QUEUE_STATUSES = (Status.PENDING, Status.RUNNING, Status.FINISHED, Status.FAILED)
-
-templates = Environment(
-    loader=PackageLoader("backend.web", "templates"),
-    autoescape=select_autoescape(default=True, default_for_string=True),
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
 
 
 @dataclass(frozen=True)
@@ -236,12 +219,6 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def render(name: str, status: int = 200, **values: Any) -> HTMLResponse:
-    return HTMLResponse(
-        templates.get_template(name).render(**values), status_code=status, headers=PAGE_HEADERS
-    )
-
-
 def build() -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
@@ -252,13 +229,13 @@ def build() -> APIRouter:
         try:
             view = read_view(dict(request.query_params), board.columns, config.average.column)
         except InvalidInput as exc:
-            return render("error.html", 400, title=config.title, problem=exc.message, back="/")
+            return problem(request, ctx, 400, exc.message, "/")
         total, rows = board.query(view.query(), PAGE_ROWS, (view.page - 1) * PAGE_ROWS)
         pages = max(1, math.ceil(total / PAGE_ROWS))
-        return render(
+        return page(
+            request,
+            ctx,
             "leaderboard.html",
-            session=signed_in(request, ctx),
-            title=config.title,
             view=view,
             rows=rows,
             total=total,
@@ -275,16 +252,14 @@ def build() -> APIRouter:
         asked = _request(ctx, request_id)
         versions = ctx.app.evaluations.versions(asked.id, config.name) if asked else []
         if asked is None or not versions:
-            return render(
-                "error.html", 404, title=config.title, problem="no result with this number", back="/"
-            )
+            return problem(request, ctx, 404, "no result with this number", "/")
         latest = versions[-1]
         p = latest.provenance
-        return render(
+        return page(
+            request,
+            ctx,
             "result.html",
-            session=signed_in(request, ctx),
-            title=config.title,
-            request=asked,
+            asked=asked,
             evaluation=latest,
             versions=versions,
             bars=bars(config, latest),
@@ -304,13 +279,10 @@ def build() -> APIRouter:
         config = ctx.leaderboard.config
         asked = _request(ctx, request_id)
         if asked is None:
-            return render(
-                "error.html", 404, title=config.title, problem="no request with this number", back="/queue"
-            )
+            return problem(request, ctx, 404, "no request with this number", "/queue")
         detail = ctx.app.queue.detail(asked.id)
         evaluated = bool(ctx.app.evaluations.versions(asked.id, config.name))
-        session = signed_in(request, ctx)
-        return render("request.html", title=config.title, detail=detail, evaluated=evaluated, session=session)
+        return page(request, ctx, "request.html", detail=detail, evaluated=evaluated)
 
     @router.get("/queue", response_class=HTMLResponse)
     def queue(request: Request, ctx: Ctx) -> HTMLResponse:
@@ -324,9 +296,7 @@ def build() -> APIRouter:
                 for r in pending
                 if session.user in {v.user for v in ctx.app.vote_repository.all_votes(r.id)}
             }
-        return render(
-            "queue.html", title=ctx.leaderboard.config.title, sections=sections, session=session, voted=voted
-        )
+        return page(request, ctx, "queue.html", sections=sections, session=session, voted=voted)
 
     @router.get("/signin", response_class=HTMLResponse)
     def signin_form(request: Request, ctx: Ctx) -> HTMLResponse:
@@ -334,7 +304,7 @@ def build() -> APIRouter:
 
     @router.post("/signin", response_class=HTMLResponse)
     async def signin(request: Request, ctx: Ctx) -> Response:
-        form = await _form(request)
+        form = await read_form(request)
         cookie = request.cookies.get(SIGNIN_COOKIE, "")
         if not cookie or not hmac.compare_digest(cookie, form.get("csrf", "")):
             return _signin_page(
@@ -345,19 +315,17 @@ def build() -> APIRouter:
             identity = ctx.auth.authenticate(token)
         except LeaderboardError as exc:
             return _signin_page(ctx, request, exc.message, exc.http_status)
-        sessions = _sessions(request)
+        store = sessions(request)
         response = RedirectResponse("/queue", status_code=303)
-        sessions.write(response, request, sessions.new(identity, token_hash(token.strip())))
+        store.write(response, request, store.new(identity, token_hash(token.strip())))
         response.delete_cookie(SIGNIN_COOKIE, path="/signin")
         return response
 
     @router.post("/signout")
     async def signout(request: Request, ctx: Ctx) -> Response:
         session = signed_in(request, ctx)
-        if not csrf_matches(session, (await _form(request)).get("csrf")):
-            return render(
-                "error.html", 403, title=ctx.leaderboard.config.title, problem=CSRF_PROBLEM, back="/queue"
-            )
+        if not csrf_matches(session, (await read_form(request)).get("csrf")):
+            return problem(request, ctx, 403, CSRF_PROBLEM, "/queue")
         response = RedirectResponse("/", status_code=303)
         Sessions.clear(response)
         return response
@@ -366,16 +334,15 @@ def build() -> APIRouter:
     async def vote(request_id: str, action: str, request: Request, ctx: Ctx) -> Response:
         """Vote or withdraw a vote from the queue page: signed in, with the form's CSRF token, within the
         API's per-user vote limit."""
-        title = ctx.leaderboard.config.title
         session = signed_in(request, ctx)
-        form = await _form(request)
+        form = await read_form(request)
         target = _request(ctx, request_id)
         if action not in ("vote", "unvote") or target is None:
-            return render("error.html", 404, title=title, problem="no such request or action", back="/queue")
+            return problem(request, ctx, 404, "no such request or action", "/queue")
         if session is None:
-            return render("error.html", 401, title=title, problem="sign in to vote", back="/signin")
+            return problem(request, ctx, 401, "sign in to vote", "/signin")
         if not csrf_matches(session, form.get("csrf")):
-            return render("error.html", 403, title=title, problem=CSRF_PROBLEM, back="/queue")
+            return problem(request, ctx, 403, CSRF_PROBLEM, "/queue")
         try:
             ctx.limiter.hit(session.user, "vote")
             if action == "vote":
@@ -383,7 +350,7 @@ def build() -> APIRouter:
             else:
                 ctx.app.votes.unvote(target.id, session.user)
         except LeaderboardError as exc:
-            return render("error.html", exc.http_status, title=title, problem=exc.message, back="/queue")
+            return problem(request, ctx, exc.http_status, exc.message, "/queue")
         return RedirectResponse("/queue", status_code=303)
 
     return router
@@ -400,40 +367,11 @@ def _request(ctx: Ctx, request_id: str) -> EvalRequest | None:
 
 
 SIGNIN_COOKIE = "lb_signin"
-CSRF_PROBLEM = "this form expired or came from another site: reload the page and try again"
-MAX_FORM_BYTES = 8192
 
 
-def _sessions(request: Request) -> Sessions:
-    sessions: Sessions = request.app.state.sessions
-    return sessions
-
-
-def signed_in(request: Request, ctx: Ctx) -> Session | None:
-    """The signed-in user, while the API token of the sign-in is live (revoking it signs them out)."""
-    session = _sessions(request).read(request)
-    if session is None:
-        return None
-    if session.via == "api-token" and ctx.auth.tokens.find_hash(session.token_hash) is None:
-        return None
-    return session
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """A URL-encoded form body (the pages' forms), each field's first value; too big or not a form: empty."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES or not request.headers.get("content-type", "").startswith(
-        "application/x-www-form-urlencoded"
-    ):
-        return {}
-    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), max_num_fields=20).items()}
-
-
-def _signin_page(ctx: Ctx, request: Request, problem: str | None = None, status: int = 200) -> HTMLResponse:
+def _signin_page(ctx: Ctx, request: Request, message: str | None = None, status: int = 200) -> HTMLResponse:
     nonce = secrets.token_urlsafe(24)
-    response = render(
-        "signin.html", status, title=ctx.leaderboard.config.title, problem=problem, csrf=nonce, session=None
-    )
+    response = page(request, ctx, "signin.html", status, problem=message, csrf=nonce, session=None)
     response.set_cookie(
         SIGNIN_COOKIE,
         nonce,

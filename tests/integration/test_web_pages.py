@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from backend.api.app import create_api
 from backend.domain import ModelType, Precision
-from backend.web.pages import CSP
+from backend.web.view import CSP
 
 from .conftest import new_request
 from .test_publish import MODELS, evaluate
