@@ -102,10 +102,29 @@ def build(max_page_size: int, columns: list[str]) -> APIRouter:
             float | None, Query(ge=0, le=1e6, description="Billions of parameters.")
         ] = None,
         search: Annotated[str | None, Query(max_length=200, description="Part of the model id.")] = None,
+        chat_template: Annotated[
+            bool | None, Query(description="Only models evaluated with (true) or without (false) one.")
+        ] = None,
+        official: Annotated[bool, Query(description="Only models of official providers.")] = False,
+        hide_flagged: bool = False,
+        hide_merged: bool = False,
     ) -> LeaderboardPage:
         """The leaderboard: one row per (model, sha, precision) with its latest scores, in the published
-        table's columns; sorted, filtered by type, precision and size, searched by model id."""
-        query = TableQuery(sort, order == "desc", model_type, precision, min_params, max_params, search)
+        table's columns; sorted, filtered by type, precision, size, chat template, official providers,
+        flags and merges, searched by model id."""
+        query = TableQuery(
+            sort,
+            order == "desc",
+            model_type,
+            precision,
+            min_params,
+            max_params,
+            search,
+            chat_template=chat_template,
+            official_only=official,
+            hide_flagged=hide_flagged,
+            hide_merged=hide_merged,
+        )
         total, rows = ctx.leaderboard.query(query, limit, offset)
         return LeaderboardPage(
             leaderboard=ctx.leaderboard.config.name,

@@ -53,7 +53,7 @@ TYPE_LABELS: dict[ModelType, tuple[str, str]] = {
 _STRINGS = {"eval_name", "Precision", "Type", "T", "Weight type", "Architecture", "Model", "fullname",
             "Model sha", "Hub License", "Upload To Hub Date", "Submission Date", "Base Model", "Leaderboard",
             "Config hash", "Harness version", "Evaluated at", "Rescored"}  # fmt: skip
-_BOOLS = {"Available on the hub", "MoE", "Flagged", "Chat Template", "Merged", "Official Providers"}
+BOOL_COLUMNS = {"Available on the hub", "MoE", "Flagged", "Chat Template", "Merged", "Official Providers"}
 _INTS = {"Hub ❤️", "Generation", "Request id", "Limit", "Result version"}
 
 
@@ -141,7 +141,7 @@ def _schema(names: list[str]) -> pa.Schema:
     def kind(name: str) -> pa.DataType:
         if name in _STRINGS:
             return pa.string()
-        if name in _BOOLS:
+        if name in BOOL_COLUMNS:
             return pa.bool_()
         if name in _INTS:
             return pa.int64()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import math
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -22,7 +23,8 @@ from backend.api.deps import Ctx
 from backend.domain import EvalRequest, ModelType, Precision, Status
 from backend.errors import InvalidInput, LeaderboardError, RequestNotFound
 from backend.leaderboards.config import LeaderboardConfig
-from backend.publish.table import TYPE_LABELS
+from backend.leaderboards.config import columns as config_columns
+from backend.publish.table import BOOL_COLUMNS, OUR_COLUMNS, REFERENCE_COLUMNS, TYPE_LABELS, table_columns
 from backend.services.leaderboard import Query
 from backend.services.redact import strip_server_paths
 from backend.storage.evaluations import Evaluation
@@ -48,6 +50,11 @@ class TableView:
     max_params: float | None
     search: str | None
     page: int
+    chat_template: bool | None = None
+    official: bool = False
+    hide_flagged: bool = False
+    hide_merged: bool = False
+    columns: tuple[str, ...] = ()  # chosen in the column picker; empty: the default columns
 
     def query(self) -> Query:
         return Query(
@@ -58,11 +65,19 @@ class TableView:
             self.min_params,
             self.max_params,
             self.search,
+            chat_template=self.chat_template,
+            official_only=self.official,
+            hide_flagged=self.hide_flagged,
+            hide_merged=self.hide_merged,
         )
+
+    @property
+    def filtered(self) -> bool:
+        return self.query() != Query(self.sort, self.descending)
 
     def url(self, **changes: Any) -> str:
         """This view's URL with ``changes`` (None removes a parameter; the defaults are left out)."""
-        values = {
+        values: dict[str, Any] = {
             "sort": self.sort,
             "order": "desc" if self.descending else "asc",
             "type": self.model_type.value if self.model_type else None,
@@ -70,13 +85,21 @@ class TableView:
             "min_params": self.min_params,
             "max_params": self.max_params,
             "search": self.search,
+            "chat_template": None if self.chat_template is None else YES_NO[self.chat_template],
+            "official": 1 if self.official else None,
+            "hide_flagged": 1 if self.hide_flagged else None,
+            "hide_merged": 1 if self.hide_merged else None,
+            "col": list(self.columns) or None,
             "page": self.page if self.page > 1 else None,
         }
         values.update(changes)
-        return "/?" + urlencode({k: v for k, v in values.items() if v is not None})
+        return "/?" + urlencode({k: v for k, v in values.items() if v is not None}, doseq=True)
 
 
-def _number(params: dict[str, str], name: str) -> float | None:
+YES_NO = {True: "yes", False: "no"}
+
+
+def _number(params: Mapping[str, str], name: str) -> float | None:
     value = params.get(name, "").strip()
     if not value:
         return None
@@ -89,7 +112,7 @@ def _number(params: dict[str, str], name: str) -> float | None:
     return number
 
 
-def _choice(params: dict[str, str], name: str, enum_type: Any) -> Any:
+def _choice(params: Mapping[str, str], name: str, enum_type: Any) -> Any:
     value = params.get(name, "").strip()
     if not value:
         return None
@@ -99,8 +122,18 @@ def _choice(params: dict[str, str], name: str, enum_type: Any) -> Any:
     raise InvalidInput(f"{name} must be one of: {', '.join(m.value for m in enum_type)}")
 
 
-def read_view(params: dict[str, str], columns: list[str], default_sort: str) -> TableView:
-    """The view in the URL's parameters; InvalidInput names the first that is not valid and what is."""
+def _switch(params: Mapping[str, str], name: str) -> bool:
+    value = params.get(name, "")
+    if value not in ("", "1"):
+        raise InvalidInput(f"{name} must be 1 (on) or left out (off)")
+    return value == "1"
+
+
+def read_view(
+    params: Mapping[str, str], columns: list[str], default_sort: str, chosen: Sequence[str] = ()
+) -> TableView:
+    """The view in the URL's parameters (``chosen``: the repeated ``col`` parameter); InvalidInput names
+    the first that is not valid and what is."""
     sort = params.get("sort") or default_sort
     if sort not in columns:
         raise InvalidInput("sort must be a column of the table")
@@ -113,6 +146,11 @@ def read_view(params: dict[str, str], columns: list[str], default_sort: str) -> 
     page_text = params.get("page") or "1"
     if not page_text.isdigit() or not 1 <= int(page_text) <= 10**6:
         raise InvalidInput("page must be a whole number from 1")
+    chat = params.get("chat_template", "")
+    if chat not in ("", "yes", "no"):
+        raise InvalidInput("chat_template must be yes, no or left out (either)")
+    if len(chosen) > len(columns) or any(c not in columns or c == MODEL_COLUMN for c in chosen):
+        raise InvalidInput("col must name columns of the table (the column picker lists them)")
     return TableView(
         sort=sort,
         descending=order == "desc",
@@ -122,13 +160,68 @@ def read_view(params: dict[str, str], columns: list[str], default_sort: str) -> 
         max_params=_number(params, "max_params"),
         search=search,
         page=int(page_text),
+        chat_template={"": None, "yes": True, "no": False}[chat],
+        official=_switch(params, "official"),
+        hide_flagged=_switch(params, "hide_flagged"),
+        hide_merged=_switch(params, "hide_merged"),
+        columns=tuple(dict.fromkeys(chosen)),
     )
 
 
-def shown_columns(config: LeaderboardConfig) -> list[tuple[str, str]]:
-    """The score columns of the page: (column, its standard-error column), the average first."""
-    return [(config.average.column, f"{config.average.column} stderr")] + [
-        (b.column, f"{b.column} stderr") for b in config.benchmarks
+MODEL_COLUMN = "fullname"  # always shown, first, as a link to the model's page
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of the leaderboard page: its name in the table, and how its cells are shown."""
+
+    name: str
+    kind: str  # "score" (± its standard error), "number", "params", "bool", "type" or "text"
+    stderr: str | None = None
+
+
+def page_columns(config: LeaderboardConfig) -> dict[str, Column]:
+    """Every column the picker offers, in the table's order, each with how it is shown."""
+    scores = set(config_columns(config))
+    out: dict[str, Column] = {}
+    for name in table_columns(config):
+        if name == MODEL_COLUMN:
+            continue
+        if name in scores:
+            out[name] = Column(name, "score", f"{name} stderr")
+        elif name == "#Params (B)":
+            out[name] = Column(name, "params")
+        elif name == "Type":
+            out[name] = Column(name, "type")
+        elif name in BOOL_COLUMNS:
+            out[name] = Column(name, "bool")
+        elif name.endswith(" stderr") or name in ("CO₂ cost (kg)", "Hub ❤️", "Generation", "Limit"):
+            out[name] = Column(name, "number")
+        else:
+            out[name] = Column(name, "text")
+    return out
+
+
+def default_columns(config: LeaderboardConfig) -> list[str]:
+    """Shown until the picker chooses: the average, the benchmarks, type, size, precision, chat template."""
+    return [
+        config.average.column,
+        *(b.column for b in config.benchmarks),
+        "Type",
+        "#Params (B)",
+        "Precision",
+        "Chat Template",
+    ]
+
+
+def picker_groups(config: LeaderboardConfig) -> list[tuple[str, list[str]]]:
+    """The column picker's sections: the reference's 36 columns, standard errors, and ours."""
+    ours = set(OUR_COLUMNS)
+    names = list(page_columns(config))
+    return [
+        ("The reference's columns", [n for n in names if n in REFERENCE_COLUMNS]),
+        ("Standard errors", [n for n in names if n.endswith(" stderr")]),
+        ("Ours (provenance)", [n for n in names if n in ours]),
     ]
 
 
@@ -226,22 +319,26 @@ def build() -> APIRouter:
     def leaderboard(request: Request, ctx: Ctx) -> HTMLResponse:
         board = ctx.leaderboard
         config = board.config
+        params = request.query_params
         try:
-            view = read_view(dict(request.query_params), board.columns, config.average.column)
+            view = read_view(params, board.columns, config.average.column, params.getlist("col"))
         except InvalidInput as exc:
             return problem(request, ctx, 400, exc.message, "/")
-        total, rows = board.query(view.query(), PAGE_ROWS, (view.page - 1) * PAGE_ROWS)
-        pages = max(1, math.ceil(total / PAGE_ROWS))
+        table = board.page(view.query(), PAGE_ROWS, (view.page - 1) * PAGE_ROWS)
+        available = page_columns(config)
+        shown = [available[name] for name in (view.columns or default_columns(config))]
         return page(
             request,
             ctx,
             "leaderboard.html",
             view=view,
-            rows=rows,
-            total=total,
-            first_rank=(view.page - 1) * PAGE_ROWS + 1,
-            pages=pages,
-            scores=shown_columns(config),
+            table=table,
+            rows=zip(table.rows, table.ranks, strict=True),
+            pages=max(1, math.ceil(table.total / PAGE_ROWS)),
+            columns=shown,
+            picker=picker_groups(config),
+            shown_names={c.name for c in shown},
+            ranked_by_error=f"{view.sort} stderr" in board.columns,
             model_types=[(m.value, TYPE_LABELS[m][1]) for m in ModelType],
             precisions=[p.value for p in Precision],
         )

@@ -63,6 +63,87 @@ def test_the_view_lives_in_the_url(app, clock, tmp_path, client):
     assert '<option value="bfloat16" selected>' in filtered
 
 
+def test_filters_for_chat_template_official_providers_flags_and_merges(app, clock, tmp_path, client):
+    for m in MODELS:
+        evaluate(app, clock, tmp_path, *m)
+    app.moderation.official_providers.add("org-a", "admin", clock())
+    app.moderation.flags.add("org-b/beta", "admin", clock(), "contaminated")
+    everyone = ["org-a/alpha", "org-b/beta", "org-c/gamma"]
+
+    def shown(**params: str) -> list[str]:
+        return sorted(models_in(client.get("/", params=params).text))
+
+    assert shown() == everyone
+    assert shown(official="1") == ["org-a/alpha"]
+    assert shown(hide_flagged="1") == ["org-a/alpha", "org-c/gamma"]
+    assert shown(hide_merged="1") == ["org-a/alpha", "org-b/beta"]  # gamma is a merge
+    assert shown(hide_flagged="1", hide_merged="1") == ["org-a/alpha"]
+    assert shown(chat_template="no") == everyone and shown(chat_template="yes") == []
+    # The same filters in the API, over the same service.
+    api = client.get("/api/leaderboard", params={"hide_flagged": "true", "official": "true"}).json()
+    assert [r["fullname"] for r in api["rows"]] == ["org-a/alpha"]
+    page = client.get("/", params={"hide_merged": "1"}).text
+    assert '<input type="checkbox" name="hide_merged" value="1" checked>' in page
+    assert 'href="/?sort=IFEval&amp;order=desc&amp;hide_merged=1"' in page  # kept by the sort links
+
+
+def header_cells(html: str) -> list[str]:
+    head = html.split('<table class="board">', 1)[1].split("</thead>", 1)[0]
+    return [unescape(re.sub(r"<[^>]+>|[▼▲]", "", h)).strip() for h in re.findall(r"<th>(.*?)</th>", head)]
+
+
+def test_the_column_picker_offers_every_column_and_keeps_the_choice_in_the_url(app, clock, tmp_path, client):
+    from backend.publish.table import REFERENCE_COLUMNS, table_columns
+
+    _, evaluation = evaluate(app, clock, tmp_path, *MODELS[1])
+    default = client.get("/").text
+    benchmarks = [b.column for b in app.config.benchmarks]
+    expected = [
+        "Rank",
+        "Model",
+        "Average ⬆️",
+        *benchmarks,
+        "Type",
+        "#Params (B)",
+        "Precision",
+        "Chat Template",
+    ]
+    assert header_cells(default) == expected
+    offered = re.findall(r'<input type="checkbox" name="col" value="([^"]+)"', default)
+    assert sorted(unescape(o) for o in offered) == sorted(
+        c for c in table_columns(app.config) if c != "fullname"
+    )
+    assert set(REFERENCE_COLUMNS) - {"fullname"} <= {unescape(o) for o in offered}  # all 36 but the model
+    chosen = ["BBH Raw", "BBH Raw stderr", "CO₂ cost (kg)", "Config hash", "Harness version"]
+    page = client.get("/", params=[("col", c) for c in chosen]).text
+    assert header_cells(page) == ["Rank", "Model", *chosen]
+    raw = evaluation.scores["BBH Raw"]
+    assert f"{raw:.2f}" in page and evaluation.config_hash in page and "0.4.13" in page
+    # A sort link keeps the chosen columns; the picker's form shows them checked.
+    assert "col=BBH+Raw&amp;col=BBH+Raw+stderr" in page
+    assert '<input type="checkbox" name="col" value="Config hash" checked>' in page
+    for bad in (["fullname"], ["nope"]):
+        refused = client.get("/", params=[("col", c) for c in bad])
+        assert refused.status_code == 400 and "col must name columns of the table" in unescape(refused.text)
+
+
+def test_ranks_are_ranges_where_scores_are_tied_within_their_errors(app, clock, tmp_path, client):
+    for m in MODELS:
+        evaluate(app, clock, tmp_path, *m)
+    rows = app.leaderboard.ranked()
+    average = app.config.average.column
+    html = client.get("/").text
+    ranks = re.findall(r'<td class="rank">([^<]*)</td>', html)
+    assert len(ranks) == len(rows)
+    for row, shown in zip(rows, ranks, strict=True):
+        value, error = row[average], row[f"{average} stderr"] or 0.0
+        above = sum(1 for r in rows if r[average] - (r[f"{average} stderr"] or 0.0) > value + error)
+        not_below = sum(1 for r in rows if r[average] + (r[f"{average} stderr"] or 0.0) >= value - error)
+        assert shown.replace("–", "-") == (
+            str(above + 1) if above + 1 == not_below else f"{above + 1}-{not_below}"
+        )
+
+
 @pytest.mark.parametrize(
     ("params", "problem"),
     [
@@ -75,6 +156,8 @@ def test_the_view_lives_in_the_url(app, clock, tmp_path, client):
         ({"type": "robot"}, "type must be one of"),
         ({"precision": "float8"}, "precision must be one of"),
         ({"search": "x" * 201}, "search must be at most 200 characters"),
+        ({"chat_template": "maybe"}, "chat_template must be yes, no or left out"),
+        ({"hide_flagged": "on"}, "hide_flagged must be 1 (on) or left out"),
     ],
 )
 def test_a_view_that_is_not_valid_is_a_page_saying_why(client, params, problem):
