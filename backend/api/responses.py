@@ -14,6 +14,7 @@ _WHY = {
     413: "The request body is too large.",
     422: "Invalid input: the message names the field, or the submission rule that failed and its fix.",
     429: "Too many requests of this kind from this user: see Retry-After.",
+    502: "The results target (a Hub dataset repo) could not be read now.",
     503: "The database, the Hub or the model store cannot be reached now.",
 }
 

@@ -1,5 +1,6 @@
 """Reads anyone may make: the queue, a request, the leaderboard, the published results, health, metrics."""
 
+import re
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
@@ -25,6 +26,7 @@ MAX_ID = 2**31 - 1
 RequestId = Annotated[int, Path(ge=1, le=MAX_ID, description="The request id.")]
 Offset = Annotated[int, Query(ge=0, le=10**9, description="Rows to skip.")]
 
+SAFE_FILE_NAME = re.compile(r"[\w.+-]{1,200}")
 MEDIA_TYPES = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv", "json": "application/json"}
 
 
@@ -158,5 +160,35 @@ def build(max_page_size: int, columns: list[str]) -> APIRouter:
         """The published leaderboard table (from LEADERBOARD_RESULTS) as JSON, CSV or parquet."""
         data = ctx.app.publishing.download(ctx.app.results_target(), fmt)
         return Response(data, media_type=MEDIA_TYPES[fmt])
+
+    @router.get(
+        "/api/results/files/{path:path}",
+        response_class=Response,
+        responses={
+            200: {
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+                },
+                "description": "A published results file or per-sample details file.",
+            },
+            **READ,
+            **errors(404, 502),
+        },
+        tags=["results"],
+    )
+    def published_file(ctx: Ctx, path: str) -> Response:
+        """One file of the published results dataset: a model's results file
+        (results/ORG/NAME/results_TIME.json) or one task's per-sample details
+        (details/ORG__NAME/TASK/PRECISION_TIME.parquet), as the result pages link them."""
+        data = ctx.app.publishing.published_file(ctx.app.results_target(), path)
+        kind = "json" if path.endswith(".json") else "parquet"
+        name = path.rsplit("/", 1)[-1]
+        disposition = f'attachment; filename="{name}"' if SAFE_FILE_NAME.fullmatch(name) else "attachment"
+        return Response(
+            data,
+            media_type=MEDIA_TYPES[kind],
+            headers={"Content-Disposition": disposition, "X-Content-Type-Options": "nosniff"},
+        )
 
     return router

@@ -24,6 +24,7 @@ from backend.domain import EvalRequest, ModelType, Precision, Status
 from backend.errors import InvalidInput, LeaderboardError, RequestNotFound
 from backend.leaderboards.config import LeaderboardConfig
 from backend.leaderboards.config import columns as config_columns
+from backend.publish import files as layout
 from backend.publish.table import BOOL_COLUMNS, OUR_COLUMNS, REFERENCE_COLUMNS, TYPE_LABELS, table_columns
 from backend.services.leaderboard import Query
 from backend.services.redact import strip_server_paths
@@ -282,6 +283,45 @@ def _finite(value: Any) -> float | None:
     return float(value)
 
 
+@dataclass(frozen=True)
+class VersionView:
+    """One result version on the result page: what made it, what it changed, and its published files."""
+
+    evaluation: Evaluation
+    rescore: dict[str, Any] | None  # the re-score that made it (None: the run's own scores)
+    changes: list[tuple[str, float | None, float | None]]  # (column, before, after) of the scores it changed
+    results_file: str  # paths in the results dataset
+    details_files: list[tuple[str, str]]  # (task, path) first published with this version
+
+
+def version_history(
+    config: LeaderboardConfig, request: EvalRequest, versions: list[Evaluation]
+) -> list[VersionView]:
+    out = []
+    for before, evaluation in zip([None, *versions], versions, strict=False):
+        rescores = evaluation.provenance.get("rescores")
+        record = rescores[-1] if before is not None and isinstance(rescores, list) and rescores else None
+        changes = []
+        if before is not None:
+            for column in config_columns(config):
+                old, new = _finite(before.scores.get(column)), _finite(evaluation.scores.get(column))
+                if old != new:
+                    changes.append((column, old, new))
+        tasks = sorted({layout.task_of(f) for f in layout.new_samples_files(evaluation)})
+        out.append(
+            VersionView(
+                evaluation,
+                {k: strip_server_paths(_text(v)) for k, v in record.items() if k != "samples_files"}
+                if isinstance(record, dict)
+                else None,
+                changes,
+                layout.results_path(request, evaluation),
+                [(task, layout.details_path(request, evaluation, task)) for task in tasks],
+            )
+        )
+    return out
+
+
 def provenance_view(evaluation: Evaluation) -> list[tuple[str, Any]]:
     """What a reader may see of a result's provenance: versions, hashes, revisions, seeds, hardware and the
     commands, with no path of the server (samples and results files are published in the dataset)."""
@@ -358,7 +398,7 @@ def build() -> APIRouter:
             "result.html",
             asked=asked,
             evaluation=latest,
-            versions=versions,
+            versions=version_history(config, asked, versions),
             bars=bars(config, latest),
             plot=(PLOT_LEFT, PLOT_SCALE, PLOT_ROW),
             benchmarks=config.benchmarks,

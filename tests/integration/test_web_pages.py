@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from backend.api.app import create_api
 from backend.domain import ModelType, Precision
+from backend.publish.files import task_of
 from backend.web.view import CSP
 
 from .conftest import new_request
@@ -215,6 +216,62 @@ def test_a_result_page_shows_scores_with_errors_subtasks_provenance_and_versions
     assert unescape(html).count(request.sha) >= 2 and "leaderboard run org-a/alpha --revision" in html
     assert str(tmp_path) not in html and "/tmp/" not in html  # no path of the server
     assert "the run's own scores" in unescape(html)
+
+
+def test_each_result_version_says_what_its_re_score_changed_and_links_its_published_files(
+    app, clock, tmp_path, client
+):
+    from dataclasses import replace
+
+    from .test_publish import _samples
+
+    (tmp_path / "rescored").mkdir()
+    request, first = evaluate(app, clock, tmp_path, *MODELS[0])
+    bbh_raw = first.scores["BBH Raw"]
+    record = {
+        "benchmark": "bbh",
+        "from_version": 1,
+        "version": 2,
+        "rescored_at": clock().isoformat(),
+        "scorers": {"leaderboard_bbh_boolean_expressions": "exact_match"},
+        "harness_version": "0.4.13",
+        "command": "leaderboard rescore --benchmark bbh --models org-a/alpha",
+        "samples_files": [_samples(tmp_path / "rescored", "leaderboard_bbh_boolean_expressions")],
+    }
+    second = app.evaluations.add_version(
+        replace(
+            first,
+            scores={**first.scores, "BBH Raw": bbh_raw / 2},
+            provenance={**first.provenance, "rescores": [record]},
+            version=2,
+            recorded_at=clock(),
+            rescored_from=first.id,
+            id=None,
+        )
+    )
+    html = client.get(f"/results/{request.id}").text
+    text = unescape(html)
+    assert "re-scored bbh from the stored samples of version 1" in text
+    assert f"BBH Raw: {bbh_raw:.4f} → {bbh_raw / 2:.4f}" in text  # what it changed, and only that
+    assert text.count(" → ") == 1 and str(tmp_path) not in html
+    links = re.findall(r'href="(/api/results/files/[^"]+)"', html)
+    first_tasks = {task_of(f) for f in first.provenance["samples_files"]}
+    assert len(links) == 2 + len(first_tasks) + 1  # each version's results file, its new details files
+    results_links = [unescape(link) for link in links if "/results_" in link]
+    assert len(results_links) == 2
+    details = [unescape(link) for link in links if "/details/" in link]
+    assert any("leaderboard_bbh_boolean_expressions/bfloat16_" in d for d in details)
+    assert client.get(results_links[-1]).status_code == 404  # not published yet: says so
+    app.publish_results()
+    for link in results_links + details:
+        got = client.get(link)
+        assert got.status_code == 200, link
+        assert "attachment" in got.headers["content-disposition"]
+    latest = client.get(results_links[-1]).json()
+    assert latest["leaderboard"]["version"] == second.version == 2
+    for bad in ("../../etc/passwd", "results/x.txt", "tasks/a/b.json", "details/a/b/c.json"):
+        refused = client.get(f"/api/results/files/{bad}")
+        assert refused.status_code in (404, 422), bad  # never a file outside the dataset
 
 
 def test_a_request_page_shows_its_history_and_voters(app, clock, client):
