@@ -80,13 +80,8 @@ def build(max_page_size: int, columns: list[str]) -> APIRouter:
         """A request's status, history and voters. A failed run's reason is shown to everyone; the end of
         its log to the request's submitter and admins; where the log is on the server to admins only."""
         detail = ctx.app.queue.detail(request_id)
-        if caller is not None and caller.is_admin:
-            view = LogView.FULL
-        elif caller is not None and caller.user == detail.request.sender:
-            view = LogView.TAIL
-        else:
-            view = LogView.NONE
-        return RequestDetailOut.of(detail, view)
+        user, is_admin = (caller.user, caller.is_admin) if caller is not None else (None, False)
+        return RequestDetailOut.of(detail, LogView.of(user, is_admin, detail.request.sender))
 
     @router.get("/api/leaderboard", response_model=LeaderboardPage, responses=READ, tags=["results"])
     def leaderboard(

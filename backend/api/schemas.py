@@ -102,8 +102,16 @@ class LogView(enum.Enum):
     TAIL = "tail"  # the submitter: the log's last lines, server paths reduced to file names
     FULL = "full"  # admins: the tail as it is, and the log's path on the server
 
+    @classmethod
+    def of(cls, user: str | None, is_admin: bool, sender: str) -> LogView:
+        """What ``user`` (None: anonymous) may read of the log of a request ``sender`` submitted."""
+        if user is not None and is_admin:
+            return cls.FULL
+        return cls.TAIL if user is not None and user == sender else cls.NONE
 
-def _tail(tail: str | None, view: LogView) -> str | None:
+
+def visible_tail(tail: str | None, view: LogView) -> str | None:
+    """What of a failed run's log tail a caller may read: none, the tail without server paths, or all."""
     if tail is None or view is LogView.NONE:
         return None
     return tail if view is LogView.FULL else strip_server_paths(tail)
@@ -133,7 +141,7 @@ class HistoryOut(BaseModel):
             actor=entry.actor,
             reason=_reason(entry.reason),
             at=entry.at,
-            log_tail=_tail(entry.log_tail, view),
+            log_tail=visible_tail(entry.log_tail, view),
             log_path=entry.log_path if view is LogView.FULL else None,
         )
 
@@ -156,7 +164,7 @@ class RequestDetailOut(BaseModel):
             history=[HistoryOut.of(h, view) for h in detail.history],
             voters=list(detail.voters),
             failure_reason=_reason(request.failure_reason),
-            log_tail=_tail(request.failure_log_tail, view),
+            log_tail=visible_tail(request.failure_log_tail, view),
             log_path=request.failure_log_path if view is LogView.FULL else None,
         )
 

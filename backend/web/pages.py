@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.responses import Response
 
 from backend.api.deps import Ctx
+from backend.api.schemas import LogView, visible_tail
 from backend.domain import EvalRequest, ModelType, Precision, Status
 from backend.errors import InvalidInput, LeaderboardError, RequestNotFound
 from backend.leaderboards.config import LeaderboardConfig
@@ -386,7 +387,7 @@ def build() -> APIRouter:
     @router.get("/results/{request_id}", response_class=HTMLResponse)
     def result(request_id: str, request: Request, ctx: Ctx) -> HTMLResponse:
         config = ctx.leaderboard.config
-        asked = _request(ctx, request_id)
+        asked = request_named(ctx, request_id)
         versions = ctx.app.evaluations.versions(asked.id, config.name) if asked else []
         if asked is None or not versions:
             return problem(request, ctx, 404, "no result with this number", "/")
@@ -414,12 +415,27 @@ def build() -> APIRouter:
     @router.get("/requests/{request_id}", response_class=HTMLResponse)
     def request_page(request_id: str, request: Request, ctx: Ctx) -> HTMLResponse:
         config = ctx.leaderboard.config
-        asked = _request(ctx, request_id)
+        asked = request_named(ctx, request_id)
         if asked is None:
             return problem(request, ctx, 404, "no request with this number", "/queue")
         detail = ctx.app.queue.detail(asked.id)
         evaluated = bool(ctx.app.evaluations.versions(asked.id, config.name))
-        return page(request, ctx, "request.html", detail=detail, evaluated=evaluated)
+        session = signed_in(request, ctx)
+        user, is_admin = (session.user, session.is_admin) if session is not None else (None, False)
+        view = LogView.of(user, is_admin, asked.sender)
+        moderation = ctx.app.moderation
+        return page(
+            request,
+            ctx,
+            "request.html",
+            session=session,
+            detail=detail,
+            evaluated=evaluated,
+            log_tail=visible_tail(asked.failure_log_tail, view),
+            voted=session is not None and session.user in detail.voters,
+            flagged=moderation.flags.find([asked.model]),
+            blocked=moderation.blocked_entry(asked.model),
+        )
 
     @router.get("/queue", response_class=HTMLResponse)
     def queue(request: Request, ctx: Ctx) -> HTMLResponse:
@@ -467,33 +483,10 @@ def build() -> APIRouter:
         Sessions.clear(response)
         return response
 
-    @router.post("/requests/{request_id}/{action}", response_class=HTMLResponse)
-    async def vote(request_id: str, action: str, request: Request, ctx: Ctx) -> Response:
-        """Vote or withdraw a vote from the queue page: signed in, with the form's CSRF token, within the
-        API's per-user vote limit."""
-        session = signed_in(request, ctx)
-        form = await read_form(request)
-        target = _request(ctx, request_id)
-        if action not in ("vote", "unvote") or target is None:
-            return problem(request, ctx, 404, "no such request or action", "/queue")
-        if session is None:
-            return problem(request, ctx, 401, "sign in to vote", "/signin")
-        if not csrf_matches(session, form.get("csrf")):
-            return problem(request, ctx, 403, CSRF_PROBLEM, "/queue")
-        try:
-            ctx.limiter.hit(session.user, "vote")
-            if action == "vote":
-                ctx.app.votes.vote(target.id, session.user)
-            else:
-                ctx.app.votes.unvote(target.id, session.user)
-        except LeaderboardError as exc:
-            return problem(request, ctx, exc.http_status, exc.message, "/queue")
-        return RedirectResponse("/queue", status_code=303)
-
     return router
 
 
-def _request(ctx: Ctx, request_id: str) -> EvalRequest | None:
+def request_named(ctx: Ctx, request_id: str) -> EvalRequest | None:
     """The request a page's URL names, or None (not a number, or no such request)."""
     if not request_id.isdigit() or not 1 <= int(request_id) <= MAX_REQUEST_ID:
         return None
