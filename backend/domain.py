@@ -82,6 +82,8 @@ _REPO_PART = r"(?!.*(?:--|\.\.))[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 REPO_PART_PLAIN = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 REPO_ID_RE = re.compile(rf"^{_REPO_PART}/{_REPO_PART}(?<!\.git)\Z")
 SHA_RE = re.compile(r"^[0-9a-f]{40}\Z")
+#: A Hub user or org name: what a repo id's namespace may be.
+HUB_NAME_RE = re.compile(rf"^{_REPO_PART}\Z")
 #: What a repo id must look like, for messages that say how to fix one.
 REPO_ID_RULE = "ORG/NAME (letters, digits, '-', '_' and '.'; no '--' or '..'), as in the repository's Hub URL"
 
@@ -101,6 +103,11 @@ REVISION_RULE = (
 def is_repo_id(value: object) -> TypeGuard[str]:
     """Whether ``value`` is a Hub repository id ORG/NAME (a model's or a dataset's)."""
     return isinstance(value, str) and REPO_ID_RE.match(value) is not None
+
+
+def is_hub_name(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a Hub user or org name (a repo id's namespace)."""
+    return isinstance(value, str) and HUB_NAME_RE.match(value) is not None
 
 
 def is_sha(value: object) -> TypeGuard[str]:

@@ -381,3 +381,28 @@ class UnsafePath(LeaderboardError):
 
     http_status = 400
     code = "unsafe_path"
+
+
+class OAuthRefused(LeaderboardError):
+    """The Hub did not sign you in (you declined, or the sign-in expired): sign in again, or with an API
+    token."""
+
+    http_status = 400
+    code = "oauth_refused"
+
+
+class OAuthUnavailable(LeaderboardError):
+    """The Hub cannot sign you in now (it cannot be reached, or it is failing): try again later, or sign in
+    with an API token."""
+
+    http_status = 503
+    code = "oauth_unavailable"
+
+
+class OAuthFailed(LeaderboardError):
+    """The Hub's answer to the sign-in is not one the leaderboard can use, or the Hub refuses this
+    deployment's OAuth app: an admin checks LEADERBOARD_OAUTH_CLIENT_ID and LEADERBOARD_OAUTH_CLIENT_SECRET;
+    meanwhile, sign in with an API token."""
+
+    http_status = 502
+    code = "oauth_failed"

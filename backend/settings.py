@@ -6,14 +6,17 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backend.errors import ConfigurationError
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LEADERBOARD_", extra="ignore", frozen=True)
+    # Inputs are left out of validation errors: a secret (LEADERBOARD_OAUTH_CLIENT_SECRET) is never shown.
+    model_config = SettingsConfigDict(
+        env_prefix="LEADERBOARD_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     database_url: str = Field(
         "sqlite:///leaderboard.db",
@@ -88,6 +91,29 @@ class Settings(BaseSettings):
         gt=0,
         le=24 * 30,
         description="How long a sign-in to the pages lasts (while its token is valid).",
+    )
+    oauth_client_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="The client id of the leaderboard's OAuth app on the Hub: the sign-in page offers "
+        '"Sign in with Hugging Face". Unset: sign-in with a token only.',
+    )
+    oauth_client_secret: SecretStr | None = Field(
+        None,
+        description="The client secret of that OAuth app, set with LEADERBOARD_OAUTH_CLIENT_ID (keep it "
+        "secret: it is never logged or shown).",
+    )
+    oauth_endpoint: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="The Hub that signs people in (its /oauth/authorize, /oauth/token and /oauth/userinfo), "
+        "for a private Hub. Unset: HF_ENDPOINT (https://huggingface.co).",
+    )
+    oauth_scopes: str = Field(
+        "openid profile",
+        pattern=r"^[\x21-\x7e]+( [\x21-\x7e]+)*$",
+        description="The OAuth scopes asked of the Hub, space-separated; with openid (the sign-in reads only "
+        "the user name).",
     )
     config: str = Field(
         "open_llm_v2",
@@ -221,6 +247,22 @@ class Settings(BaseSettings):
         description="A folder the scheduler keeps the requests and votes in (`leaderboard requests "
         "export` layout). Unset: no requests_export job.",
     )
+
+    @model_validator(mode="after")
+    def _oauth_app_is_whole(self) -> Settings:
+        if (self.oauth_client_id is None) != (self.oauth_client_secret is None):
+            raise ValueError(
+                "set both LEADERBOARD_OAUTH_CLIENT_ID and LEADERBOARD_OAUTH_CLIENT_SECRET (the Hub OAuth app's "
+                "id and secret), or neither"
+            )
+        if "openid" not in self.oauth_scopes.split():
+            raise ValueError("LEADERBOARD_OAUTH_SCOPES must include openid (the Hub names the user with it)")
+        return self
+
+    @property
+    def oauth_configured(self) -> bool:
+        """Whether people may sign in to the pages with their Hugging Face account."""
+        return self.oauth_client_id is not None and self.oauth_client_secret is not None
 
 
 def env_name(field_name: str) -> str:

@@ -501,7 +501,16 @@ SIGNIN_COOKIE = "lb_signin"
 
 def _signin_page(ctx: Ctx, request: Request, message: str | None = None, status: int = 200) -> HTMLResponse:
     nonce = secrets.token_urlsafe(24)
-    response = page(request, ctx, "signin.html", status, problem=message, csrf=nonce, session=None)
+    response = page(
+        request,
+        ctx,
+        "signin.html",
+        status,
+        problem=message,
+        csrf=nonce,
+        session=None,
+        oauth=ctx.app.settings.oauth_configured,
+    )
     response.set_cookie(
         SIGNIN_COOKIE,
         nonce,
