@@ -19,7 +19,7 @@ from backend.app import App
 from backend.services.auth import build_authenticator
 from backend.storage.stats import StatsRepository
 from backend.storage.tokens import TokenRepository
-from backend.web import pages
+from backend.web import pages, plots
 from backend.web.session import Sessions
 
 DESCRIPTION = """Submit models, vote, follow the queue and read the results of the leaderboard.
@@ -75,6 +75,7 @@ def create_api(app: App, background: Sequence[Background] = ()) -> FastAPI:
     api.include_router(routes_writes.build())
     api.include_router(routes_admin.build())
     api.include_router(pages.build())
+    api.include_router(plots.build())
     api.mount("/static", StaticFiles(packages=[("backend.web", "static")]), name="static")
     # Outermost last: the access log sees the 413s of the body limit and the 500s of unexpected errors.
     api.add_middleware(errors.UnexpectedErrors)
