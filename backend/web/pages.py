@@ -77,8 +77,8 @@ class TableView:
     def filtered(self) -> bool:
         return self.query() != Query(self.sort, self.descending)
 
-    def url(self, **changes: Any) -> str:
-        """This view's URL with ``changes`` (None removes a parameter; the defaults are left out)."""
+    def params(self, **changes: Any) -> dict[str, Any]:
+        """This view's URL parameters with ``changes`` (None removes one; the defaults are left out)."""
         values: dict[str, Any] = {
             "sort": self.sort,
             "order": "desc" if self.descending else "asc",
@@ -95,10 +95,29 @@ class TableView:
             "page": self.page if self.page > 1 else None,
         }
         values.update(changes)
-        return "/?" + urlencode({k: v for k, v in values.items() if v is not None}, doseq=True)
+        return {k: v for k, v in values.items() if v is not None}
+
+    def url(self, **changes: Any) -> str:
+        """This view's URL with ``changes`` (None removes a parameter; the defaults are left out)."""
+        return "/?" + urlencode(self.params(**changes), doseq=True)
+
+    def unfiltered_url(self, path: str) -> str:
+        """``path`` with this view's sort and columns but none of its filters."""
+        kept = {k: v for k, v in self.params(page=None).items() if k not in FILTERS}
+        return path + ("?" + urlencode(kept, doseq=True) if kept else "")
+
+    def filters_query(self) -> str:
+        """Only the filters of this view, as a query string ("" for none): what selects the rows."""
+        shown = {k: v for k, v in self.params().items() if k in FILTERS}
+        return "?" + urlencode(shown) if shown else ""
 
 
 YES_NO = {True: "yes", False: "no"}
+#: The URL parameters that select rows (the others sort, choose columns and page).
+FILTERS = frozenset(
+    {"type", "precision", "min_params", "max_params", "search", "chat_template", "official"}
+    | {"hide_flagged", "hide_merged"}
+)
 
 
 def _number(params: Mapping[str, str], name: str) -> float | None:

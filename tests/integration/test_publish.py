@@ -6,7 +6,7 @@ import base64
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,11 +71,26 @@ def _mirror(tmp_path: Path) -> Path:
     return root
 
 
-def evaluate(app, clock, tmp_path: Path, model: str, precision: Precision, model_type: ModelType, seconds):
+def evaluate(
+    app,
+    clock,
+    tmp_path: Path,
+    model: str,
+    precision: Precision,
+    model_type: ModelType,
+    seconds,
+    *,
+    edit: Callable[[dict[str, Any]], None] | None = None,
+    **request_fields: Any,
+):
     """A request taken through the queue and finished by the worker's own code from a realistic run: the
-    reference's results file, a sample file and the run's task files (only the harness run is left out)."""
+    reference's results file, a sample file and the run's task files (only the harness run is left out).
+    ``edit`` changes the reference's results before the run reports them; ``request_fields`` (params_b=...)
+    change the request."""
     request = app.requests.create(
-        replace(new_request(model=model, precision=precision), model_type=model_type), clock(), None
+        replace(new_request(model=model, precision=precision), model_type=model_type, **request_fields),
+        clock(),
+        None,
     )
     claimed = app.queue.claim("worker-1")
     assert claimed is not None and claimed.id == request.id
@@ -84,6 +99,8 @@ def evaluate(app, clock, tmp_path: Path, model: str, precision: Precision, model
     materialize(load_task_set(app.config.task_set), attempt / "tasks", _mirror(tmp_path))
     results = json.loads(FIXTURE.read_text())
     results["total_evaluation_time_seconds"] = seconds
+    if edit is not None:
+        edit(results)
     results_file = attempt / "results_2026-01-01T12-00-00.000001.json"
     results_file.write_text(json.dumps(results))
     clock.advance(60)
