@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= .leaderboard/demo
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install test test-fast lint format demo serve serve-demo bench clean
+.PHONY: install test test-fast lint format demo serve serve-demo bench readme-screenshot clean
 
 install: $(VENV)/.installed
 
@@ -54,6 +54,13 @@ serve-demo: install
 bench: install
 	bash scripts/ensure-postgres.sh
 	$(PY) -m bench.run
+
+# The README's picture of the leaderboard page: the browser tests' own screenshot of it.
+readme-screenshot: install
+	bash scripts/ensure-chromium.sh
+	$(PY) -m pytest -q -p no:randomly tests/acceptance/test_browser.py -k every_page
+	mkdir -p docs
+	cp artifacts/browser/leaderboard.png docs/leaderboard.png
 
 clean:
 	rm -rf $(VENV) .leaderboard .pytest_cache
