@@ -80,7 +80,10 @@ class Settings(BaseSettings):
         ge=1,
         description="Submissions one user may make per hour through the API (on top of the per-namespace limit).",
     )
-    session_secret: str | None = Field(
+    api_signins_per_minute: int = Field(
+        10, ge=1, description="Sign-in attempts on the pages' sign-in form per client address per minute."
+    )
+    session_secret: SecretStr | None = Field(
         None,
         min_length=32,
         description="The key that signs the pages' sign-in cookies (at least 32 characters; keep it secret). "

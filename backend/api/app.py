@@ -61,11 +61,15 @@ def create_api(app: App, background: Sequence[Background] = ()) -> FastAPI:
         {
             "vote": (settings.api_votes_per_minute, 60.0),
             "submission": (settings.api_submissions_per_hour, 3600.0),
+            "signin": (settings.api_signins_per_minute, 60.0),
         }
     )
     leaderboard = app.leaderboard
     api.state.context = Context(app=app, auth=auth, limiter=limiter, leaderboard=leaderboard)
-    api.state.sessions = Sessions(settings.session_secret, settings.session_hours)
+    api.state.sessions = Sessions(
+        settings.session_secret.get_secret_value() if settings.session_secret else None,
+        settings.session_hours,
+    )
     metrics = ApiMetrics(StatsRepository(app.db))
     api.state.registry = metrics.registry
     api.state.error_counter = metrics.errors

@@ -14,6 +14,9 @@ from collections.abc import Callable
 from backend.errors import RateLimited
 
 
+MAX_KEYS = 10_000  # (user, action) pairs kept before the idle ones are forgotten
+
+
 class RateLimiter:
     def __init__(self, limits: dict[str, tuple[int, float]], monotonic: Callable[[], float] = time.monotonic):
         """``limits``: action -> (most events, window in seconds)."""
@@ -27,6 +30,8 @@ class RateLimiter:
         most, window = self.limits[action]
         now = self.monotonic()
         with self._lock:
+            if len(self._events) > MAX_KEYS:
+                self._sweep(now)
             events = self._events.setdefault((user, action), deque())
             while events and events[0] <= now - window:
                 events.popleft()
@@ -38,3 +43,10 @@ class RateLimiter:
                     retry_after_s=retry_after,
                 )
             events.append(now)
+
+    def _sweep(self, now: float) -> None:
+        """Forget the (user, action) pairs with no event left in their window, so many callers seen once
+        (sign-in attempts from many addresses) do not grow the table without end."""
+        for key, events in list(self._events.items()):
+            if not events or events[-1] <= now - self.limits[key[1]][1]:
+                del self._events[key]

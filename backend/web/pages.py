@@ -484,6 +484,7 @@ def build() -> APIRouter:
             )
         token = form.get("token", "")
         try:
+            ctx.limiter.hit(request.client.host if request.client else "unknown", "signin")
             identity = ctx.auth.authenticate(token)
         except LeaderboardError as exc:
             return _signin_page(ctx, request, exc.message, exc.http_status)

@@ -385,3 +385,19 @@ def test_behind_https_the_session_cookie_is_secure(app, client):
     _, token = token_for(app, "bob")
     signed = sign_in(client, token, **{"X-Forwarded-Proto": "https"})
     assert "secure" in signed.headers["set-cookie"].lower()
+
+
+def test_sign_in_attempts_are_limited_per_address(app, database_url, clock):
+    from backend.app import App
+    from backend.settings import Settings
+
+    limited = App.open(Settings(database_url=database_url, api_signins_per_minute=3, api_hub_auth=False))
+    limited.clock = clock
+    try:
+        with TestClient(create_api(limited)) as http:
+            answers = [sign_in(http, "not-a-token").status_code for _ in range(4)]
+            assert answers == [401, 401, 401, 429]  # the fourth guess is refused before it is checked
+            _, token = token_for(limited, "bob")
+            assert sign_in(http, token).status_code == 429  # even a good token, until the window passes
+    finally:
+        limited.close()

@@ -35,3 +35,18 @@ def test_the_window_slides_and_users_and_actions_are_counted_apart() -> None:
         limiter.hit("alice", "vote")
     with pytest.raises(RateLimited):
         limiter.hit("alice", "submission")
+
+
+def test_callers_seen_once_are_forgotten_once_their_window_has_passed() -> None:
+    from backend.api import limits
+
+    clock = Clock()
+    limiter = RateLimiter({"signin": (2, 60.0), "submission": (1, 3600.0)}, monotonic=clock)
+    limiter.hit("steady", "submission")
+    for i in range(limits.MAX_KEYS + 1):
+        limiter.hit(f"10.0.{i // 256}.{i % 256}", "signin")
+    clock.now += 61  # every sign-in window has passed; the submission's has not
+    limiter.hit("newcomer", "signin")
+    assert set(limiter._events) == {("steady", "submission"), ("newcomer", "signin")}
+    with pytest.raises(RateLimited):
+        limiter.hit("steady", "submission")  # what is still in its window is kept
