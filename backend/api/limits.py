@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 from backend.errors import RateLimited
 
-
 MAX_KEYS = 10_000  # (user, action) pairs kept before the idle ones are forgotten
 
 
