@@ -53,8 +53,8 @@ MAX_BASE_MODELS = 100
 MAX_BASE_MODEL_CHARS = 200
 #: The longest license id taken (the Hub's are under 30 characters, custom license names a few more).
 MAX_LICENSE_CHARS = 100
-_CLASS_NAME = re.compile(rf"[A-Za-z_][A-Za-z0-9_]{{0,{MAX_NAME_CHARS - 1}}}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CLASS_NAME = re.compile(rf"[A-Za-z_][A-Za-z0-9_]{{0,{MAX_NAME_CHARS - 1}}}")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # a control character: not in one-line text
 
 
 def loadable_limit(filename: str) -> int | None:
@@ -123,7 +123,7 @@ class ModelConfig:
         if (
             not isinstance(architectures, list)
             or len(architectures) > MAX_ARCHITECTURES
-            or not all(isinstance(a, str) and _CLASS_NAME.fullmatch(a) for a in architectures)
+            or not all(isinstance(a, str) and CLASS_NAME.fullmatch(a) for a in architectures)
         ):
             raise RepoFileInvalid(
                 filename,
@@ -186,7 +186,7 @@ class ModelCard:
     def parse(cls, text: str, filename: str = "README.md") -> ModelCard:
         metadata, body = split_model_card(text)
         licence = license_of(metadata)
-        if licence is not None and (len(licence) > MAX_LICENSE_CHARS or _CONTROL.search(licence)):
+        if licence is not None and (len(licence) > MAX_LICENSE_CHARS or CONTROL.search(licence)):
             raise RepoFileInvalid(
                 filename,
                 f"the license {preview(licence)} is not a license id",

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from backend.errors import (
     RequestsFileError,
     SubmissionRejected,
 )
+from backend.hub.repo_records import CLASS_NAME, CONTROL, MAX_ARCHITECTURES, MAX_LICENSE_CHARS
 from backend.paths import inside_relative
 from backend.services.submissions import check_user
 from backend.storage.requests import NewRequest, RequestRepository
@@ -52,12 +52,9 @@ VOTES_FILE = "votes_data.jsonl"
 MAX_REQUEST_FILE_BYTES = 1 << 20  # a request file of the reference is about 600 bytes
 MAX_VOTES_FILE_BYTES = 256 << 20
 MAX_VOTE_LINE_CHARS = 4096
-MAX_ARCHITECTURES = 16
-MAX_LICENSE_CHARS = 100
 MAX_REASON_CHARS = 4000
 MAX_JOB_ID_CHARS = 64
 # Control characters: never in a one-line field; a NUL in none (PostgreSQL cannot store one).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Statuses of the reference and of its forks, as they map onto ours.
 STATUS_ALIASES = {
     "PENDING": Status.PENDING,
@@ -174,7 +171,7 @@ def _params(value: Any) -> float | None:
 
 
 def _architectures(value: Any) -> list[str]:
-    """The reference writes "A,B" (or "?"); ours a list. Each a class name of at most 100 characters."""
+    """The reference writes "A,B" (or "?"); ours a list. Each a class name, as a model's config.json's."""
     if value in (None, "", "?"):
         return []
     names = value.split(",") if isinstance(value, str) else value
@@ -183,7 +180,7 @@ def _architectures(value: Any) -> list[str]:
             f"architectures {preview(value)} is not a list of at most {MAX_ARCHITECTURES} names"
         )
     found = [n for n in names if n not in ("", "?")]
-    if not all(isinstance(n, str) and n.isidentifier() and len(n) <= 100 for n in found):
+    if not all(isinstance(n, str) and CLASS_NAME.fullmatch(n) for n in found):
         raise RequestsFileError(f"architectures {preview(value)} holds something that is not a class name")
     return found
 
@@ -197,7 +194,7 @@ def _text(value: Any, what: str, limit: int, lines: bool = False) -> str | None:
         not isinstance(value, str)
         or len(value) > limit
         or "\0" in value
-        or (not lines and _CONTROL.search(value))
+        or (not lines and CONTROL.search(value))
     ):
         kind = "text" if lines else "one-line text"
         raise RequestsFileError(
@@ -428,7 +425,7 @@ class RequestsExportService:
             isinstance(job_id, bool)
             or not isinstance(job_id, str | int)
             or len(str(job_id)) > MAX_JOB_ID_CHARS
-            or _CONTROL.search(str(job_id))
+            or CONTROL.search(str(job_id))
         ):
             raise RequestsFileError(
                 f"job_id {preview(job_id)} is not a job id of at most {MAX_JOB_ID_CHARS} characters"
