@@ -37,6 +37,18 @@ templates = Environment(
 )
 
 
+def where_running(job_id: str | None) -> str:
+    """Where a run is, for people: a local process (the local executor's job ids) or a Slurm job."""
+    if not job_id:
+        return "local"
+    if job_id.startswith("local-"):
+        return f"local, process {job_id.rsplit('-', 1)[-1]}"
+    return f"Slurm job {job_id}"
+
+
+templates.globals["where_running"] = where_running
+
+
 def render(name: str, status: int = 200, **values: Any) -> HTMLResponse:
     return HTMLResponse(
         templates.get_template(name).render(**values), status_code=status, headers=PAGE_HEADERS

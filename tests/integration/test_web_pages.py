@@ -195,7 +195,18 @@ def test_the_queue_page_ranks_pending_requests_as_the_queue_claims_them(app, clo
     assert pending.index("org/high") < pending.index("org/low")  # votes first, as claims go
     assert f'<a href="/requests/{low.id}">{low.id}</a>' in pending
     running_section = page.split("<h2>Running</h2>", 1)[1].split("</section>", 1)[0]
-    assert "org/running" in running_section and "<td>local</td>" in running_section
+    assert "org/running" in running_section and "<td>local</td>" in running_section  # not started yet
+    app.queue.started(running.id, "local:1", "local-100-4242")
+    slurm = app.requests.create(new_request(model="org/on-slurm", sha="4" * 40, sender="d"), clock(), None)
+    for voter in ("v1", "v2", "v3", "v4"):
+        app.votes.vote(slurm.id, voter)
+    assert app.queue.claim("slurm:x").id == slurm.id
+    app.queue.started(slurm.id, "slurm:x", "778899")
+    running_section = client.get("/queue").text.split("<h2>Running</h2>", 1)[1].split("</section>", 1)[0]
+    assert (
+        "<td>local, process 4242</td>" in running_section and "<td>Slurm job 778899</td>" in running_section
+    )
+    assert "Slurm job 778899" in client.get(f"/requests/{slurm.id}").text
 
 
 def test_a_result_page_shows_scores_with_errors_subtasks_provenance_and_versions(
