@@ -26,7 +26,14 @@ from backend.errors import InvalidInput, LeaderboardError, RequestNotFound
 from backend.leaderboards.config import LeaderboardConfig
 from backend.leaderboards.config import columns as config_columns
 from backend.publish import files as layout
-from backend.publish.table import BOOL_COLUMNS, OUR_COLUMNS, REFERENCE_COLUMNS, TYPE_LABELS, table_columns
+from backend.publish.table import (
+    BOOL_COLUMNS,
+    OUR_COLUMNS,
+    REFERENCE_COLUMNS,
+    TYPE_LABELS,
+    co2_cost_kg,
+    table_columns,
+)
 from backend.services.leaderboard import Query
 from backend.services.redact import strip_server_paths
 from backend.storage.evaluations import Evaluation
@@ -358,8 +365,14 @@ def provenance_view(evaluation: Evaluation) -> list[tuple[str, Any]]:
         ("Hardware", p.get("hardware")),
         ("Deviations from the reference", p.get("deviations") or "none"),
         ("Evaluation time (s)", p.get("total_evaluation_time_seconds")),
+        ("CO₂ cost (kg, the reference's formula)", _co2(p.get("total_evaluation_time_seconds"))),
     ]
     return [(label, strip_server_paths(_text(value))) for label, value in shown if value is not None]
+
+
+def _co2(seconds: Any) -> str | None:
+    cost = co2_cost_kg(seconds)
+    return None if cost < 0 else f"{cost:.4f}"
 
 
 def _pairs(value: Any) -> list[tuple[str, str]]:

@@ -224,6 +224,7 @@ def test_a_result_page_shows_scores_with_errors_subtasks_provenance_and_versions
     subtasks = sum(len(b.subtasks) * len(b.metrics) for b in app.config.benchmarks)
     assert html.count("<tr><td>leaderboard_") == subtasks  # every subtask's raw metric
     assert "lm-eval 0.4.13" in html and evaluation.config_hash in html
+    assert f"{3600 / 3600 * 5.6 * 269.8 / 1000:.4f}" in html  # CO₂ of its hour, by the reference's formula
     assert unescape(html).count(request.sha) >= 2 and "leaderboard run org-a/alpha --revision" in html
     assert str(tmp_path) not in html and "/tmp/" not in html  # no path of the server
     assert "the run's own scores" in unescape(html)
