@@ -20,6 +20,7 @@ from backend.services.leaderboard import LeaderboardService, Query, latest_rows,
 from backend.settings import Settings
 from backend.storage.model_metadata import ModelMetadata
 
+from .conftest import new_request
 from .test_publish import MODELS, evaluate
 
 
@@ -135,3 +136,16 @@ def test_the_kept_table_is_the_table_built_from_scratch(app, clock, tmp_path, re
     rows[0]["fullname"] = "edited by a caller"  # callers get copies: the kept table is untouched
     assert board.rows() == fresh_rows(app)
 
+
+def test_the_votes_of_a_user_on_a_page_are_read_at_once(app, clock):
+    ids = [
+        app.requests.create(new_request(model=f"org/m{i}", sha=f"{i:040x}", sender="alice"), clock(), None).id
+        for i in range(6)
+    ]
+    for request_id in ids[::2]:
+        app.votes.vote(request_id, "bob")
+    votes = app.vote_repository
+    per_row = {i for i in ids if "bob" in {v.user for v in votes.all_votes(i)}}
+    assert votes.voted("bob", ids) == per_row == set(ids[::2])
+    assert votes.voted("alice", ids) == set(ids)  # the submitter's own vote
+    assert votes.voted("carol", ids) == set() and votes.voted("bob", []) == set()
