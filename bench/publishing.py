@@ -71,7 +71,7 @@ def _load(app: App, n: int, results: dict[str, Any], config: LeaderboardConfig) 
                 {
                     "id": i, "request_id": i, "leaderboard": config.name, "config_hash": digest,
                     "scores": _scores(config, scores, rng), "stderrs": stderrs, "results": results,
-                    "provenance": _provenance(model, config, digest), "artifacts": f"/runs/request-{i}",
+                    "provenance": provenance(model, config, digest), "artifacts": f"/runs/request-{i}",
                     "attempt": 1, "worker_id": "worker-1", "started_at": now, "finished_at": now,
                     "duration_seconds": 3600.0, "version": 1, "recorded_at": now,
                 }
@@ -81,7 +81,7 @@ def _load(app: App, n: int, results: dict[str, Any], config: LeaderboardConfig) 
             conn.execute(insert(evaluations), evaluation_rows)
 
 
-def _provenance(model: str, config: LeaderboardConfig, digest: str) -> dict[str, Any]:
+def provenance(model: str, config: LeaderboardConfig, digest: str) -> dict[str, Any]:
     return {
         "leaderboard": config.name,
         "config_hash": digest,
@@ -114,7 +114,7 @@ def _one_more(app: App, n: int, results: dict[str, Any], config: LeaderboardConf
     evaluation = Evaluation(
         request_id=request.id, leaderboard=config.name, config_hash=config_hash(config),
         scores=normalize(results, config), stderrs=standard_errors(results, config), results=results,
-        provenance=_provenance(request.model, config, config_hash(config)), artifacts="/runs/new",
+        provenance=provenance(request.model, config, config_hash(config)), artifacts="/runs/new",
         attempt=1, worker_id="worker-1", started_at=now, finished_at=now, duration_seconds=3600.0,
     )  # fmt: skip
     app.evaluations.store_and_finish(evaluation, now)

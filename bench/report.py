@@ -14,6 +14,12 @@ REMEDIES = {
     "claim p99 (PostgreSQL)": "a database on its own cores (here client and server share 2 CPUs with other work)",
     "votes/s": "a database on its own cores (here client, server and other work share 2 CPUs); one round trip "
     "less per vote: pool_pre_ping checks every PostgreSQL connection before each transaction",
+    "page p95": "the table is built once and kept until its stamp changes (LeaderboardService): what a page "
+    "costs is the stamp's queries, filtering the kept order of 10,000 rows in Python and rendering 50 rows; "
+    "keep each filter's matches beside the sorted orders, or a machine less loaded",
+    "first page bytes": "fewer columns on the page, or compression (gzip) in the reverse proxy in front of it",
+    "queue page p95": "the four sections are four indexed queries of 51 rows and the user's votes one more: a "
+    "database on its own cores",
     "publish table+card": "keep the previous table and replace only the rows that changed",
     "publish incremental": "every publish rebuilds the whole table (the 'table+card' figure, over 1 s alone "
     "at 10,000 rows) and regenerates the whole requests export in memory to compare it with what is "
@@ -36,6 +42,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         if kind == "postgres":
             found.append(("claim p99 (PostgreSQL)", queue.get("target_claim_p99_ms")))
         found.append((f"votes/s ({kind})", queue.get("target_votes_per_second")))
+    for kind in ("sqlite", "postgres"):
+        pages = (benches.get("pages") or {}).get(kind) or {}
+        found.append((f"page p95 ({kind})", pages.get("target_page_p95_ms")))
+        found.append((f"first page bytes ({kind})", pages.get("target_first_page_bytes")))
+        found.append((f"queue page p95 ({kind})", pages.get("target_queue_p95_ms")))
     publishing = benches.get("publishing") or {}
     found.append(("publish table+card", publishing.get("target_full_seconds")))
     found.append(("publish incremental", publishing.get("target_incremental_seconds")))
@@ -91,6 +102,23 @@ def markdown(results: dict[str, Any]) -> str:
             f"claims/s; {q['votes_concurrent']['writers']} writers {q['votes_concurrent']['votes_per_second']:.0f} "
             f"votes/s (p99 {q['votes_concurrent']['p99_ms']:.1f} ms); top-50 page p50 {q['page_top50']['p50_ms']:.2f} "
             f"ms, p99 {q['page_top50']['p99_ms']:.2f} ms."
+        )
+    for kind, pg in (benches.get("pages") or {}).items():
+        if not isinstance(pg, dict) or "leaderboard" not in pg:
+            continue
+        views = pg["leaderboard"]
+        slowest = pg["slowest_view"]
+        queue = pg["queue"]
+        lines.append(
+            f"Pages on {kind} ({pg['models']:,} models, {pg['pending_requests']:,} pending): leaderboard, "
+            f"{len(views)} views, p50 {pg['leaderboard_all_views']['p50_ms']:.1f} ms, p95 "
+            f"{pg['leaderboard_all_views']['p95_ms']:.1f} ms, slowest view '{slowest}' p95 "
+            f"{views[slowest]['p95_ms']:.1f} ms; first page {pg['first_page_bytes'] / 1000:.0f} kB "
+            f"({pg['first_page_gzip_bytes'] / 1000:.0f} kB gzipped); the table built at the first page "
+            f"{pg['first_page_after_start_seconds']:.1f} s; first page after a new result "
+            f"{pg['after_a_new_result']['max_ms']:.0f} ms, after a flag {pg['after_a_flag']['max_ms']:.0f} ms "
+            f"(at most); queue p95 {queue['anonymous']['p95_ms']:.1f} ms anonymous, "
+            f"{queue['signed_in']['p95_ms']:.1f} ms signed in."
         )
     p = benches.get("publishing") or {}
     if "first_publish_seconds" in p:

@@ -19,10 +19,11 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def latency_ms(seconds: Sequence[float]) -> dict[str, float]:
-    """p50, p99 and max of per-call latencies, in milliseconds."""
+    """p50, p95, p99 and max of per-call latencies, in milliseconds."""
     return {
         "n": len(seconds),
         "p50_ms": percentile(seconds, 50) * 1000,
+        "p95_ms": percentile(seconds, 95) * 1000,
         "p99_ms": percentile(seconds, 99) * 1000,
         "max_ms": max(seconds) * 1000,
     }

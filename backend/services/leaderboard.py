@@ -3,9 +3,11 @@ the published table's columns; sorted, filtered and searched for the API."""
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from backend.domain import EvalRequest, ModelType, Precision
@@ -63,7 +65,58 @@ class TablePage:
     ranks: list[tuple[int, int] | None]  # (best, worst) rank within the standard errors; None: no score
 
 
+Key = tuple[str, str, str]  # (model, sha, precision): one row each
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What the table is built from, in a few cheap queries: when it differs, the table has changed (in
+    this process or in another one writing the same database: the worker, the scheduler, the CLI)."""
+
+    results: tuple[int, int]  # the leaderboard's result versions: how many, the newest id (never updated)
+    flagged: frozenset[str]
+    official_providers: frozenset[str]
+    hub: tuple[int, int]  # the Hub metadata: how many models, how many changes in all
+
+    @property
+    def context(self) -> tuple[frozenset[str], frozenset[str], tuple[int, int]]:
+        return self.flagged, self.official_providers, self.hub
+
+
+class Table:
+    """The table at one stamp: its rows by key, and each sorted order once it was asked for. The requests
+    of the rows are FINISHED, which no request leaves: the fields a row shows of its request never change."""
+
+    def __init__(
+        self,
+        stamp: Stamp,
+        latest: dict[Key, tuple[Evaluation, EvalRequest]],
+        context: Context,
+        rows: dict[Key, dict[str, Any]],
+    ) -> None:
+        self.stamp = stamp
+        self.latest = latest
+        self.context = context
+        self.by_key = rows
+        self.rows = [rows[key] for key in sorted(rows)]
+        self._orders: dict[tuple[str, bool], list[dict[str, Any]]] = {}
+
+    def ordered(self, column: str, descending: bool) -> list[dict[str, Any]]:
+        """Every row sorted by ``column`` (ties in key order, missing values last), sorted once."""
+        found = self._orders.get((column, descending))
+        if found is None:
+            present = [r for r in self.rows if r[column] is not None]
+            present.sort(key=itemgetter(column), reverse=descending)
+            found = present + [r for r in self.rows if r[column] is None]
+            self._orders[(column, descending)] = found
+        return found
+
+
 class LeaderboardService:
+    """The table, built once and kept while its stamp (a few cheap queries a call) stays the same; when
+    results are added only those are read, and a change of moderation or Hub metadata rebuilds the rows from
+    the results already read. The harness output of a result is never read for it."""
+
     def __init__(
         self,
         config: LeaderboardConfig,
@@ -77,38 +130,115 @@ class LeaderboardService:
         self.requests = requests
         self.moderation = moderation
         self.metadata = metadata
+        self._table: Table | None = None
+        self._building = threading.Lock()
 
     @property
     def columns(self) -> list[str]:
         return table_columns(self.config)
 
     def rows(self) -> list[dict[str, Any]]:
-        by_id = {r.id: r for r in self.requests.all()}
-        pairs = [(e, by_id[e.request_id]) for e in self.evaluations.latest(self.config.name)]
-        return latest_rows(pairs, self.config, table_context(self.moderation, self.metadata))
+        """Every row, by (model, sha, precision)."""
+        return [dict(row) for row in self.table().rows]
 
     def ranked(self) -> list[dict[str, Any]]:
         """Every row, best average first (rows without an average last)."""
-        return self._ordered(Query(sort=self.config.average.column))
+        return [dict(row) for row in self._ordered(Query(sort=self.config.average.column))]
 
     def query(self, query: Query, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
         """(rows matching, the page of them) sorted by ``query.sort`` (missing values last)."""
         ordered = self._ordered(query)
-        return len(ordered), ordered[offset : offset + limit]
+        return len(ordered), [dict(row) for row in ordered[offset : offset + limit]]
 
     def page(self, query: Query, limit: int, offset: int) -> TablePage:
         """A page of the table, each row with the range of ranks it could hold (``rank_ranges``)."""
         ordered = self._ordered(query)
         ranks = rank_ranges(ordered, query.sort, f"{query.sort} stderr", query.descending)
-        return TablePage(len(ordered), ordered[offset : offset + limit], ranks[offset : offset + limit])
+        rows = [dict(row) for row in ordered[offset : offset + limit]]
+        return TablePage(len(ordered), rows, ranks[offset : offset + limit])
 
     def _ordered(self, query: Query) -> list[dict[str, Any]]:
         if query.sort not in self.columns:
             raise InvalidInput(f"sort must be a column of the table: one of {', '.join(self.columns)}")
-        rows = [row for row in self.rows() if _matches(row, query)]
-        present = [r for r in rows if r[query.sort] is not None]
-        present.sort(key=lambda r: r[query.sort], reverse=query.descending)
-        return present + [r for r in rows if r[query.sort] is None]
+        ordered = self.table().ordered(query.sort, query.descending)
+        if query == Query(query.sort, query.descending):
+            return ordered
+        return [row for row in ordered if _matches(row, query)]
+
+    def stamp(self) -> Stamp:
+        return Stamp(
+            results=self.evaluations.stamp(self.config.name),
+            flagged=self.moderation.flags.keys(),
+            official_providers=self.moderation.official_providers.keys(),
+            hub=self.metadata.stamp(),
+        )
+
+    def table(self) -> Table:
+        """The table as the database holds it now (the stamp is read before the rows: rows at least as new
+        as their stamp, never older)."""
+        stamp = self.stamp()
+        table = self._table
+        if table is not None and table.stamp == stamp:
+            return table
+        with self._building:  # one build at a time; a request that waited may find it built
+            table = self._table
+            if table is None or table.stamp != stamp:
+                table = self._build(stamp, table)
+                self._table = table
+        return table
+
+    def _build(self, stamp: Stamp, previous: Table | None) -> Table:
+        name = self.config.name
+        changed: set[Key] | None = None  # None: every row
+        latest: dict[Key, tuple[Evaluation, EvalRequest]]
+        if previous is not None and previous.stamp.results == stamp.results:
+            latest, changed = previous.latest, set()
+        elif previous is not None and (added := self._added(previous, stamp)) is not None:
+            latest, changed = dict(previous.latest), set()
+            for evaluation, request in added:
+                key = _key(request)
+                held = latest.get(key)
+                if held is None or (held[1].id, held[0].version) <= (request.id, evaluation.version):
+                    latest[key] = (evaluation, request)
+                    changed.add(key)
+        else:
+            results = self.evaluations.latest(name, with_results=False)
+            by_id = {r.id: r for r in self.requests.evaluated(name)}  # read after the results: all there
+            latest = {}
+            for evaluation in results:  # by request, then version: the last of a key wins
+                request = by_id[evaluation.request_id]
+                latest[_key(request)] = (evaluation, request)
+        if previous is not None and previous.stamp.context == stamp.context:
+            context = previous.context
+        else:
+            hub = (
+                previous.context.hub if previous and previous.stamp.hub == stamp.hub else self.metadata.all()
+            )
+            context = Context(stamp.flagged, stamp.official_providers, hub)
+            changed = None
+        if changed is None or previous is None:
+            rows = {key: build_row(e, r, self.config, context) for key, (e, r) in latest.items()}
+        else:
+            rows = dict(previous.by_key)
+            for key in changed:
+                evaluation, request = latest[key]
+                rows[key] = build_row(evaluation, request, self.config, context)
+        return Table(stamp, latest, context, rows)
+
+    def _added(self, previous: Table, stamp: Stamp) -> list[tuple[Evaluation, EvalRequest]] | None:
+        """The results stored since ``previous`` was built, with their requests; None when more changed than
+        results added (then the table is read again). Results stored after ``stamp`` was read may be among
+        them: rows newer than their stamp are read again with the next one, never missed."""
+        count, newest = previous.stamp.results
+        added = self.evaluations.added_since(self.config.name, newest, with_results=False)
+        if count + sum(1 for e in added if (e.id or 0) <= stamp.results[1]) != stamp.results[0]:
+            return None
+        by_id = {r.id: r for r in self.requests.evaluated(self.config.name, newest)}
+        return [(e, by_id[e.request_id]) for e in added]
+
+
+def _key(request: EvalRequest) -> Key:
+    return request.model, request.sha, request.precision.value
 
 
 def _matches(row: dict[str, Any], query: Query) -> bool:

@@ -56,7 +56,13 @@ def _is_duplicate_version(exc: IntegrityError) -> bool:
 
 
 def _row_to_evaluation(row: RowMapping) -> Evaluation:
-    return Evaluation(**{name: row[name] for name in Evaluation.__dataclass_fields__})
+    values = {name: row[name] for name in Evaluation.__dataclass_fields__ if name != "results"}
+    return Evaluation(**values, results=row.get("results", {}))
+
+
+def _columns(with_results: bool) -> list[Any]:
+    """The columns of an evaluation, the harness output among them only when asked (it is the bulk of a row)."""
+    return [c for c in evaluations.c if with_results or c.name != "results"]
 
 
 class EvaluationRepository:
@@ -128,8 +134,9 @@ class EvaluationRepository:
             .order_by(evaluations.c.version)
         )
 
-    def latest(self, leaderboard: str | None = None) -> list[Evaluation]:
-        """The latest version of every stored result, by request (then leaderboard)."""
+    def latest(self, leaderboard: str | None = None, *, with_results: bool = True) -> list[Evaluation]:
+        """The latest version of every stored result, by request (then leaderboard). ``with_results=False``
+        leaves the harness output (``results``, ~100 kB a result) unread: those carry ``results={}``."""
         newest = select(
             evaluations.c.request_id,
             evaluations.c.leaderboard,
@@ -139,7 +146,7 @@ class EvaluationRepository:
             newest = newest.where(evaluations.c.leaderboard == leaderboard)
         top = newest.subquery()
         query = (
-            select(evaluations)
+            select(*_columns(with_results))
             .join(
                 top,
                 and_(
@@ -151,6 +158,26 @@ class EvaluationRepository:
             .order_by(evaluations.c.request_id, evaluations.c.leaderboard)
         )
         return self._many(query)
+
+    def added_since(self, leaderboard: str, after_id: int, *, with_results: bool = True) -> list[Evaluation]:
+        """Every version of ``leaderboard``'s results stored after the one whose id is ``after_id``, by
+        request, then version (``with_results`` as in ``latest``)."""
+        query = (
+            select(*_columns(with_results))
+            .where(evaluations.c.leaderboard == leaderboard, evaluations.c.id > after_id)
+            .order_by(evaluations.c.request_id, evaluations.c.version)
+        )
+        return self._many(query)
+
+    def stamp(self, leaderboard: str) -> tuple[int, int]:
+        """(versions stored, the newest's id, 0 when none) of ``leaderboard``'s results, read from an index:
+        results are stored once and never changed, so this changes whenever one is added, in any process."""
+        query = select(func.count(), func.coalesce(func.max(evaluations.c.id), 0)).where(
+            evaluations.c.leaderboard == leaderboard
+        )
+        with self.db.transaction() as conn:
+            count, newest = conn.execute(query).one()
+        return int(count), int(newest)
 
     def all(self, leaderboard: str | None = None) -> list[Evaluation]:
         """Every version of every stored result, in the order they were stored."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import RowMapping, select, update
+from sqlalchemy import RowMapping, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from backend.domain import Status
@@ -50,27 +50,51 @@ class ModelMetadataRepository:
         return [model for _, model in due[:limit]]
 
     def save(self, entry: ModelMetadata) -> None:
-        """Insert or replace a model's metadata (the last refresh wins; refreshes are idempotent)."""
-        values = {
-            "likes": entry.likes,
-            "available": entry.available,
-            "license": entry.license,
-            "refreshed_at": entry.refreshed_at,
-        }
+        """Insert or replace a model's metadata (the last refresh wins; refreshes are idempotent). Its count
+        of changes goes up when the likes, availability or license differ from what was stored."""
+        m = model_metadata.c
+        changed = or_(
+            m.likes != entry.likes,
+            m.available != entry.available,
+            m.license.is_distinct_from(entry.license),
+        )
+        replace = (
+            update(model_metadata)
+            .where(m.model == entry.model)
+            .values(
+                likes=entry.likes,
+                available=entry.available,
+                license=entry.license,
+                refreshed_at=entry.refreshed_at,
+                changes=case((changed, m.changes + 1), else_=m.changes),
+            )
+        )
         with self.db.transaction() as conn:
-            updated = conn.execute(
-                update(model_metadata).where(model_metadata.c.model == entry.model).values(values)
-            ).rowcount
-            if updated:
+            if conn.execute(replace).rowcount:
                 return
         try:
             with self.db.transaction() as conn:
-                conn.execute(model_metadata.insert().values(model=entry.model, **values))
+                conn.execute(
+                    model_metadata.insert().values(
+                        model=entry.model,
+                        likes=entry.likes,
+                        available=entry.available,
+                        license=entry.license,
+                        refreshed_at=entry.refreshed_at,
+                        changes=1,
+                    )
+                )
         except IntegrityError:  # another scheduler inserted it meanwhile: update instead
             with self.db.transaction() as conn:
-                conn.execute(
-                    update(model_metadata).where(model_metadata.c.model == entry.model).values(values)
-                )
+                conn.execute(replace)
+
+    def stamp(self) -> tuple[int, int]:
+        """(models, changes of them all): different whenever a model's shown metadata was added or changed,
+        in any process (rows are never deleted), for the price of one aggregate."""
+        query = select(func.count(), func.coalesce(func.sum(model_metadata.c.changes), 0))
+        with self.db.transaction() as conn:
+            count, changes = conn.execute(query).one()
+        return int(count), int(changes)
 
     def all(self) -> dict[str, ModelMetadata]:
         """Every model's last refreshed metadata, by model id."""

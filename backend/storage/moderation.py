@@ -51,6 +51,10 @@ class _KeyedList:
             rows = conn.execute(select(self.table).order_by(self.key)).mappings().all()
         return [ListEntry(r[self.key.name], r.get("reason"), r["added_by"], r["added_at"]) for r in rows]
 
+    def keys(self) -> frozenset[str]:
+        with self.db.transaction() as conn:
+            return frozenset(conn.execute(select(self.key)).scalars())
+
     def find(self, keys: list[str]) -> ListEntry | None:
         with self.db.transaction() as conn:
             row = conn.execute(select(self.table).where(self.key.in_(keys)).limit(1)).mappings().first()

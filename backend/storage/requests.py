@@ -27,7 +27,7 @@ from backend.domain import (
 )
 from backend.errors import AlreadySubmitted, IllegalTransition, LeaseLost, RateLimitReached, RequestNotFound
 from backend.storage.database import Database
-from backend.storage.schema import request_history, requests, votes
+from backend.storage.schema import evaluations, request_history, requests, votes
 
 QUEUE_ORDER = (requests.c.votes.desc(), requests.c.submitted_at.asc(), requests.c.id.asc())
 
@@ -216,6 +216,20 @@ class RequestRepository:
     def all(self) -> list[EvalRequest]:
         with self.db.transaction() as conn:
             rows = conn.execute(select(requests).order_by(requests.c.id)).mappings().all()
+        return [row_to_request(r) for r in rows]
+
+    def evaluated(self, leaderboard: str, after_id: int = 0) -> list[EvalRequest]:
+        """The requests with a result on ``leaderboard`` whose id is above ``after_id`` (every one by default),
+        by id."""
+        results = select(evaluations.c.request_id).where(
+            evaluations.c.leaderboard == leaderboard, evaluations.c.id > after_id
+        )
+        with self.db.transaction() as conn:
+            rows = (
+                conn.execute(select(requests).where(requests.c.id.in_(results)).order_by(requests.c.id))
+                .mappings()
+                .all()
+            )
         return [row_to_request(r) for r in rows]
 
     def history(self, request_id: int) -> list[HistoryEntry]:

@@ -194,6 +194,8 @@ evaluations = Table(
     UniqueConstraint(
         "request_id", "leaderboard", "version", name="uq_evaluations_request_leaderboard_version"
     ),
+    # How many results a leaderboard has and its newest, read on every page (the table's cache key).
+    Index("ix_evaluations_leaderboard_id", "leaderboard", "id"),
 )
 
 # What was published where: one row per (evaluation, target). A row with published_at NULL is in the outbox:
@@ -238,4 +240,6 @@ model_metadata = Table(
     Column("available", Boolean, nullable=False),  # the repository exists and is readable
     Column("license", String(200), nullable=True),
     Column("refreshed_at", UTCDateTime, nullable=False),
+    # Times likes, availability or license changed (1 when first saved): the table's cache key sums them.
+    Column("changes", Integer, nullable=False, server_default="1"),
 )

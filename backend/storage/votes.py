@@ -3,6 +3,7 @@ same transaction (the queue orders by that count through an index)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import NoReturn
 
@@ -75,6 +76,14 @@ class VoteRepository:
         with self.db.transaction() as conn:
             rows = conn.execute(query).mappings().all()
         return [Vote(request_id=r["request_id"], user=r["voter"], at=r["created_at"]) for r in rows]
+
+    def voted(self, voter: str, request_ids: Collection[int]) -> set[int]:
+        """Which of ``request_ids`` ``voter`` has a vote on, in one query (a page's worth of ids)."""
+        if not request_ids:
+            return set()
+        query = select(votes.c.request_id).where(votes.c.voter == voter, votes.c.request_id.in_(request_ids))
+        with self.db.transaction() as conn:
+            return set(conn.execute(query).scalars())
 
     def insert_imported(self, request_id: int, voter: str, at: datetime) -> bool:
         """Insert a vote from a mirror whatever the request's status; False when it is already there."""

@@ -475,12 +475,7 @@ def build() -> APIRouter:
         sections = [(status, ctx.app.queue.page_and_more(status, PAGE_ROWS, 0)) for status in QUEUE_STATUSES]
         voted: set[int] = set()
         if session is not None:
-            pending = sections[0][1][0]
-            voted = {
-                r.id
-                for r in pending
-                if session.user in {v.user for v in ctx.app.vote_repository.all_votes(r.id)}
-            }
+            voted = ctx.app.vote_repository.voted(session.user, [r.id for r in sections[0][1][0]])
         return page(request, ctx, "queue.html", sections=sections, session=session, voted=voted)
 
     @router.get("/signin", response_class=HTMLResponse)

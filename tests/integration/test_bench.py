@@ -73,6 +73,20 @@ def test_every_bench_runs_and_the_json_holds_every_figure(
         assert "target_votes_per_second" in queue
     assert "target_claim_p99_ms" in saved["benches"]["queue"]["postgres"]
 
+    from bench.pages import leaderboard_views
+
+    for kind in ("sqlite", "postgres"):
+        pages = saved["benches"]["pages"][kind]
+        assert (pages["models"], pages["pending_requests"]) == (120, 300)
+        assert pages["leaderboard"].keys() == leaderboard_views(3).keys()
+        for figures in [*pages["leaderboard"].values(), *pages["queue"].values()]:
+            assert figures["n"] >= 2 and figures["p50_ms"] <= figures["p95_ms"] <= figures["max_ms"]
+        assert pages["first_page_bytes"] > pages["first_page_gzip_bytes"] > 0
+        assert pages["queue_withdraw_buttons"] > 0  # the signed-in user's votes are on the page
+        assert pages["after_a_new_result"]["n"] == pages["after_a_flag"]["n"] == 1
+        for name in ("target_page_p95_ms", "target_first_page_bytes", "target_queue_p95_ms"):
+            assert isinstance(pages[name]["met"], bool)
+
     publishing = saved["benches"]["publishing"]
     assert publishing["models"] == publishing["table_rows"] == 20
     assert publishing["first_publish_files"] >= 2 * 20  # a results file and a request file per model
@@ -96,6 +110,8 @@ def test_every_bench_runs_and_the_json_holds_every_figure(
     names = {t["name"] for t in saved["targets"]}
     assert names == {
         "harness ratio", "claim p99 (PostgreSQL)", "votes/s (sqlite)", "votes/s (postgres)",
+        "page p95 (sqlite)", "first page bytes (sqlite)", "queue page p95 (sqlite)",
+        "page p95 (postgres)", "first page bytes (postgres)", "queue page p95 (postgres)",
         "publish table+card", "publish incremental", "re-score",
     }  # fmt: skip
     summary = markdown(saved)

@@ -9,7 +9,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import insert, select
 
 from backend.storage.database import Database
-from backend.storage.schema import evaluations, metadata, publications, requests
+from backend.storage.model_metadata import ModelMetadata, ModelMetadataRepository
+from backend.storage.schema import evaluations, metadata, model_metadata, publications, requests
 
 from .conftest import new_request
 
@@ -79,5 +80,28 @@ def test_result_versions_migration_keeps_evaluations_and_their_publications(data
         assert [(p["evaluation_id"], p["files"]) for p in published] == [(evaluation_id, ["a.json"])]
         # The queue index is on an expression (votes DESC), which autogenerate cannot compare.
         assert [d for d in differences if getattr(d[1], "name", None) != "ix_requests_queue"] == []
+    finally:
+        db.dispose()
+
+
+def test_leaderboard_cache_keys_migration_counts_each_stored_hub_metadata_as_one_change(
+    database_url: str,
+) -> None:
+    db = Database(database_url)
+    try:
+        db.upgrade("0007")
+        refreshed = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        with db.transaction() as conn:
+            conn.execute(
+                insert(model_metadata).values(
+                    model="org/a", likes=3, available=True, license="mit", refreshed_at=refreshed
+                )
+            )
+        db.upgrade()  # the row stays as it was, counted as one change
+        hub = ModelMetadataRepository(db)
+        assert hub.get("org/a") == ModelMetadata("org/a", 3, True, "mit", refreshed)
+        assert hub.stamp() == (1, 1)
+        hub.save(ModelMetadata("org/a", 4, True, "mit", refreshed))
+        assert hub.stamp() == (1, 2)
     finally:
         db.dispose()
