@@ -4,11 +4,12 @@ the published table's columns; sorted, filtered and searched for the API."""
 from __future__ import annotations
 
 import threading
-from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
+
+import numpy as np
 
 from backend.domain import EvalRequest, ModelType, Precision
 from backend.errors import InvalidInput
@@ -100,6 +101,7 @@ class Table:
         self.by_key = rows
         self.rows = [rows[key] for key in sorted(rows)]
         self._orders: dict[tuple[str, bool], list[dict[str, Any]]] = {}
+        self._intervals: dict[tuple[str, bool], Intervals] = {}
 
     def ordered(self, column: str, descending: bool) -> list[dict[str, Any]]:
         """Every row sorted by ``column`` (ties in key order, missing values last), sorted once."""
@@ -109,6 +111,14 @@ class Table:
             present.sort(key=itemgetter(column), reverse=descending)
             found = present + [r for r in self.rows if r[column] is None]
             self._orders[(column, descending)] = found
+        return found
+
+    def intervals(self, column: str, descending: bool) -> Intervals:
+        """The scores ± standard errors of ``ordered(column, descending)``, for its rank ranges, built once."""
+        found = self._intervals.get((column, descending))
+        if found is None:
+            found = Intervals(self.ordered(column, descending), column, f"{column} stderr", descending)
+            self._intervals[(column, descending)] = found
         return found
 
 
@@ -151,19 +161,25 @@ class LeaderboardService:
         return len(ordered), [dict(row) for row in ordered[offset : offset + limit]]
 
     def page(self, query: Query, limit: int, offset: int) -> TablePage:
-        """A page of the table, each row with the range of ranks it could hold (``rank_ranges``)."""
-        ordered = self._ordered(query)
-        ranks = rank_ranges(ordered, query.sort, f"{query.sort} stderr", query.descending)
-        rows = [dict(row) for row in ordered[offset : offset + limit]]
-        return TablePage(len(ordered), rows, ranks[offset : offset + limit])
+        """A page of the table, each row with the range of ranks it could hold among the rows matching
+        (``rank_ranges``)."""
+        table, ordered = self._view(query)
+        window = slice(offset, offset + limit)
+        whole = ordered is table.ordered(query.sort, query.descending)
+        ranks = table.intervals(query.sort, query.descending).ranks(ordered, window, whole)
+        return TablePage(len(ordered), [dict(row) for row in ordered[window]], ranks)
 
     def _ordered(self, query: Query) -> list[dict[str, Any]]:
+        return self._view(query)[1]
+
+    def _view(self, query: Query) -> tuple[Table, list[dict[str, Any]]]:
         if query.sort not in self.columns:
             raise InvalidInput(f"sort must be a column of the table: one of {', '.join(self.columns)}")
-        ordered = self.table().ordered(query.sort, query.descending)
+        table = self.table()
+        ordered = table.ordered(query.sort, query.descending)
         if query == Query(query.sort, query.descending):
-            return ordered
-        return [row for row in ordered if _matches(row, query)]
+            return table, ordered
+        return table, [row for row in ordered if _matches(row, query)]
 
     def stamp(self) -> Stamp:
         return Stamp(
@@ -260,35 +276,67 @@ def _matches(row: dict[str, Any], query: Query) -> bool:
     return not (query.search and query.search.lower() not in row["fullname"].lower())
 
 
+class Intervals:
+    """Each valued row's score ± standard error, as (low, high) with the better end high, for ranking: built
+    once per sorted order of the kept table, then used for any subset of its rows (a filtered view)."""
+
+    def __init__(self, ordered: Sequence[dict[str, Any]], column: str, stderr_column: str, descending: bool):
+        values = [r[column] for r in ordered]
+        self.numeric = all(
+            v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values
+        )
+        valued = [(i, r) for i, r in enumerate(ordered) if r[column] is not None] if self.numeric else []
+        sign = 1.0 if descending else -1.0  # higher is better when descending
+        value = np.array([sign * r[column] for _, r in valued], dtype=float)
+        error = np.array([_error(r.get(stderr_column)) for _, r in valued], dtype=float)
+        self.lows, self.highs = value - error, value + error
+        self.sorted_lows, self.sorted_highs = np.sort(self.lows), np.sort(self.highs)
+        self.position = {id(r): k for k, (_, r) in enumerate(valued)}  # a row (by identity) -> its index
+
+    def ranks(
+        self, rows: Sequence[dict[str, Any]], window: slice, whole: bool = False
+    ) -> list[tuple[int, int] | None]:
+        """The rank ranges of ``rows[window]`` among ``rows``: the whole order these intervals were built
+        from (``whole``), or a subset of its rows in the same order (a filtered view)."""
+        shown = range(len(rows))[window]
+        if not self.numeric:
+            return [(i + 1, i + 1) for i in shown]
+        if whole:
+            lows, highs = self.sorted_lows, self.sorted_highs
+        else:
+            subset = np.fromiter(
+                (self.position[id(r)] for r in rows if id(r) in self.position), dtype=np.intp
+            )
+            lows, highs = np.sort(self.lows[subset]), np.sort(self.highs[subset])
+        count = len(lows)
+        out: list[tuple[int, int] | None] = []
+        for i in shown:
+            k = self.position.get(id(rows[i]))
+            if k is None:
+                out.append(None)
+                continue
+            better = count - int(np.searchsorted(lows, self.highs[k], side="right"))  # wholly above
+            worse = int(np.searchsorted(highs, self.lows[k], side="left"))  # wholly below
+            out.append((better + 1, count - worse))
+        return out
+
+
+def _error(value: Any) -> float:
+    return abs(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
 def rank_ranges(
-    ordered: Sequence[dict[str, Any]], column: str, stderr_column: str, descending: bool
+    ordered: Sequence[dict[str, Any]],
+    column: str,
+    stderr_column: str,
+    descending: bool,
+    window: slice | None = None,
 ) -> list[tuple[int, int] | None]:
-    """The ranks each row of ``ordered`` (sorted by ``column``) could hold, given each score ± its standard
-    error: best = 1 + the rows whose whole interval is better than this row's, worst = the rows whose
-    interval is not wholly worse (this one included). Rows whose intervals overlap share ranks, so a tie
-    within the error shows. In a column without standard errors equal values share ranks; a column of
-    text ranks by position; a row without a value has no rank."""
-    valued = [r[column] for r in ordered if r[column] is not None]
-    if not valued or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in valued):
-        return [(i, i) if r[column] is not None else None for i, r in enumerate(ordered, start=1)]
-    sign = 1.0 if descending else -1.0  # higher is better when descending
-
-    def interval(row: dict[str, Any]) -> tuple[float, float]:
-        error = row.get(stderr_column)
-        error = abs(error) if isinstance(error, int | float) and not isinstance(error, bool) else 0.0
-        value = sign * row[column]
-        return value - error, value + error
-
-    intervals = [interval(r) for r in ordered if r[column] is not None]
-    lows = sorted(low for low, _ in intervals)
-    highs = sorted(high for _, high in intervals)
-    ranks: list[tuple[int, int] | None] = []
-    for row in ordered:
-        if row[column] is None:
-            ranks.append(None)
-            continue
-        low, high = interval(row)
-        better = len(lows) - bisect_right(lows, high)  # their lowest lies above this one's highest
-        worse = bisect_left(highs, low)  # their highest lies below this one's lowest
-        ranks.append((better + 1, len(intervals) - worse))
-    return ranks
+    """The ranks each row of ``ordered[window]`` (``ordered`` sorted by ``column``; all rows when no window)
+    could hold among all of ``ordered``, given each score ± its standard error: best = 1 + the rows whose
+    whole interval is better than this row's, worst = the rows whose interval is not wholly worse (this one
+    included). Rows whose intervals overlap share ranks, so a tie within the error shows. In a column
+    without standard errors equal values share ranks; a column of text ranks by position; a row without a
+    value has no rank."""
+    intervals = Intervals(ordered, column, stderr_column, descending)
+    return intervals.ranks(ordered, window or slice(None), whole=True)

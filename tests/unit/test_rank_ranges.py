@@ -34,3 +34,27 @@ def test_missing_errors_count_as_exact_and_missing_values_have_no_rank():
 def test_a_text_column_ranks_by_position():
     ordered = rows((1.0, 0.0), (2.0, 0.0))
     assert rank_ranges(ordered, "name", "name stderr", descending=False) == [(1, 1), (2, 2)]
+
+
+def test_a_window_ranks_its_rows_among_all():
+    ordered = rows((50.0, 1.0), (47.5, 1.0), (46.0, 1.0), (40.0, 0.5), (None, None))
+    everyone = rank_ranges(ordered, "s", "s stderr", descending=True)
+    assert rank_ranges(ordered, "s", "s stderr", True, slice(2, 4)) == everyone[2:4] == [(2, 3), (4, 4)]
+    assert rank_ranges(ordered, "s", "s stderr", True, slice(4, 9)) == [None]
+
+
+def test_the_intervals_of_a_kept_order_rank_any_subset_of_it_as_that_subset_alone():
+    import random
+
+    from backend.services.leaderboard import Intervals
+
+    rng = random.Random(5)
+    ordered = sorted(
+        rows(*[(rng.uniform(0, 100), rng.uniform(0, 5)) for _ in range(300)], (None, None)),
+        key=lambda r: (r["s"] is None, -(r["s"] or 0)),
+    )
+    kept = Intervals(ordered, "s", "s stderr", descending=True)
+    subset = [r for i, r in enumerate(ordered) if i % 3 == 0 or r["s"] is None]
+    for window in (slice(0, 50), slice(50, 100), slice(90, 200)):
+        assert kept.ranks(subset, window) == rank_ranges(subset, "s", "s stderr", True, window)
+        assert kept.ranks(ordered, window, whole=True) == rank_ranges(ordered, "s", "s stderr", True, window)
