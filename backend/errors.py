@@ -109,6 +109,14 @@ class InvalidInput(LeaderboardError):
     code = "invalid_input"
 
 
+class FieldInvalid(InvalidInput):
+    """A field of a page's form is not valid: the page shows the message next to that field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
 class ModelSourceError(LeaderboardError):
     """The model metadata source (the Hub or the local model store) could not answer: try again later."""
 

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from backend.api.deps import Context, Ctx
 from backend.api.schemas import BlockIn, FlagIn, ReasonIn
 from backend.domain import EvalRequest
-from backend.errors import LeaderboardError
+from backend.errors import Forbidden, InvalidInput, LeaderboardError
 from backend.web.pages import request_named
 from backend.web.session import Session, csrf_matches
 from backend.web.view import CSRF_PROBLEM, problem, read_form, signed_in
@@ -28,14 +28,8 @@ ADMIN_ACTIONS = ("cancel", "requeue", "flag", "block")
 def _reason(form: dict[str, str], required: bool) -> str | None:
     reason = form.get("reason", "").strip() or None
     if required and reason is None:
-        raise _Refused(422, "give a reason: it is recorded and shown with the flag or block")
+        raise InvalidInput("give a reason: it is recorded and shown with the flag or block")
     return reason
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        self.message = message
 
 
 def _first_problem(exc: ValidationError) -> str:
@@ -45,7 +39,7 @@ def _first_problem(exc: ValidationError) -> str:
 
 
 def _act(ctx: Context, session: Session, target: EvalRequest, action: str, form: dict[str, str]) -> None:
-    """Do ``action`` on ``target`` as ``session``'s user (LeaderboardError or _Refused when refused)."""
+    """Do ``action`` on ``target`` as ``session``'s user (a LeaderboardError when refused)."""
     user = session.user
     if action in VOTER_ACTIONS:
         ctx.limiter.hit(user, "vote")
@@ -55,7 +49,7 @@ def _act(ctx: Context, session: Session, target: EvalRequest, action: str, form:
             ctx.app.votes.unvote(target.id, user)
         return
     if not session.is_admin:
-        raise _Refused(403, f"only admins may {action} a request: sign in with an admin token")
+        raise Forbidden(f"only admins may {action} a request: sign in with an admin token")
     admin = ctx.app.admin
     try:
         if action == "cancel":
@@ -68,12 +62,12 @@ def _act(ctx: Context, session: Session, target: EvalRequest, action: str, form:
         else:
             scope = form.get("scope", "model")
             if scope not in ("model", "namespace"):
-                raise _Refused(422, "scope must be model or namespace")
+                raise InvalidInput("scope must be model or namespace")
             key = target.model if scope == "model" else target.model.split("/", 1)[0] + "/*"
             blocked = BlockIn(model=key, reason=_reason(form, True) or "")
             admin.block(blocked.model, user, blocked.reason)
     except ValidationError as exc:
-        raise _Refused(422, _first_problem(exc)) from exc
+        raise InvalidInput(_first_problem(exc)) from exc
 
 
 def build() -> APIRouter:
@@ -105,6 +99,4 @@ def _answer(request: Request, ctx: Context, request_id: str, action: str, form: 
         _act(ctx, session, target, action, form)
     except LeaderboardError as exc:
         return problem(request, ctx, exc.http_status, exc.message, back)
-    except _Refused as exc:
-        return problem(request, ctx, exc.status, exc.message, back)
     return RedirectResponse(back, status_code=303)

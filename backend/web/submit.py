@@ -17,7 +17,7 @@ from starlette.responses import Response
 from backend.api.deps import Context, Ctx
 from backend.api.schemas import SubmissionIn
 from backend.domain import ModelType, Precision, Submission, WeightType
-from backend.errors import AlreadySubmitted, LeaderboardError, SubmissionRejected
+from backend.errors import AlreadySubmitted, FieldInvalid, LeaderboardError, SubmissionRejected
 from backend.publish.table import TYPE_LABELS
 from backend.services.redact import strip_server_paths
 from backend.web.session import csrf_matches
@@ -86,18 +86,12 @@ def _submission_in(values: dict[str, str]) -> SubmissionIn:
         "use_chat_template": {"on": True, "off": False}.get(chat),
     }
     if chat not in CHAT_TEMPLATE:
-        raise _FieldProblem("use_chat_template", "choose on, off or the default")
+        raise FieldInvalid("use_chat_template", "choose on, off or the default")
     if fields["model_type"] is None:
-        raise _FieldProblem(
+        raise FieldInvalid(
             "model_type", "rule 'model-type': no model type was chosen. Fix: choose how the model was made"
         )
     return SubmissionIn(**fields)
-
-
-class _FieldProblem(Exception):
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        self.message = message
 
 
 def _rejection_field(exc: SubmissionRejected) -> str:
@@ -117,7 +111,7 @@ def submit_form(request: Request, ctx: Context, values: dict[str, str]) -> Respo
         return _show(request, ctx, Form(values, {"": CSRF_PROBLEM}), 403)
     try:
         body = _submission_in(values)
-    except _FieldProblem as exc:
+    except FieldInvalid as exc:
         return _show(request, ctx, Form(values, {exc.field: exc.message}), 422)
     except ValidationError as exc:
         problems: dict[str, str] = {}
