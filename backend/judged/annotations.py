@@ -230,7 +230,9 @@ def _preference(value: Any, where: str, source: str) -> float | None:
     if math.isnan(number):
         return None
     if not (number == 0 or 1 <= number <= 2):
-        raise AnnotationsInvalid(source, f"{where}: preference is {_describe(value)}", fix)
+        raise AnnotationsInvalid(
+            source, f"{where}: preference is {_describe(value)}, outside 1 to 2 and not 0", fix
+        )
     return number
 
 
