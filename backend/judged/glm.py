@@ -57,7 +57,8 @@ NOTE_MINIMAL = (
     "fallback, not AlpacaEval 2's published length-controlled win rate: no GLM table (AlpacaEval's "
     "df_gamed.csv) was given, so this is alpaca-eval's reduced GLM length_controlled_minimal (length and "
     "model terms only: no instruction difficulty, no gamed baselines), which differs from the published "
-    "number by up to several points; pass --glm-table df_gamed.csv for that"
+    "number by up to several points, and whose lc_standard_error is about 0 by construction (every record "
+    "gets the same prediction), not an uncertainty; pass --glm-table df_gamed.csv for the published GLM"
 )
 
 _FALSE = {"False", "FALSE", "false"}  # pandas.read_csv's boolean spellings
