@@ -414,3 +414,31 @@ class OAuthFailed(LeaderboardError):
 
     http_status = 502
     code = "oauth_failed"
+
+
+class AnnotationsInvalid(LeaderboardError):
+    """The annotations file is not in AlpacaEval's format (a JSON list of records with instruction, output_1,
+    generator_1, output_2, generator_2 and preference): fix what the message names and score it again."""
+
+    http_status = 422
+    code = "annotations_invalid"
+
+    def __init__(self, source: str, problem: str, fix: str) -> None:
+        self.source = source
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{source}: {problem}. Fix: {fix}")
+
+
+class GlmTableInvalid(LeaderboardError):
+    """The length-controlled GLM table is not AlpacaEval's df_gamed.csv (columns index,
+    instruction_difficulty, not_gamed_baseline, std_delta_len, preference): pass that file, unchanged."""
+
+    http_status = 422
+    code = "glm_table_invalid"
+
+    def __init__(self, source: str, problem: str, fix: str) -> None:
+        self.source = source
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{source}: {problem}. Fix: {fix}")

@@ -15,6 +15,7 @@ from backend.cli.api import serve, token
 from backend.cli.common import F, console, emit, enum_choice, handle_errors, open_app, settings_help
 from backend.cli.data import data
 from backend.cli.evaluation import run, scores, worker
+from backend.cli.judge import judge
 from backend.cli.normalize import normalize
 from backend.cli.publish import publish, results
 from backend.cli.render import print_detail, queue_table
@@ -347,7 +348,7 @@ def demo(workdir: Path) -> None:
 
 
 # Commands defined in their own modules.
-for command in (worker, run, scores, normalize, data, publish, results, rescore, serve):
+for command in (worker, run, scores, normalize, data, publish, results, rescore, serve, judge):
     cli.add_command(command)
 admin.add_command(token)
 cli.add_command(scheduler)

@@ -130,6 +130,14 @@ def test_layers_call_only_the_layers_below():
             "backend.storage",
         ),
         "backend.hub": ("backend.services", "backend.api", "backend.web", "backend.cli", "backend.storage"),
+        "backend.judged": (
+            "backend.services",
+            "backend.api",
+            "backend.web",
+            "backend.cli",
+            "backend.storage",
+            "backend.scheduler",
+        ),
     }
     wrong = [
         f"{module} imports {target}"

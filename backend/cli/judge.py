@@ -1,0 +1,65 @@
+"""`leaderboard judge`: judged leaderboards, starting with AlpacaEval 2's metrics of an annotations file.
+
+main.py registers it with `cli.add_command(judge)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from backend.cli.common import console, emit, handle_errors
+
+
+@click.group()
+def judge() -> None:
+    """Judged leaderboards: a judge's pairwise verdicts (AlpacaEval-format annotations) and their metrics."""
+
+
+@judge.command("score")
+@click.argument("annotations", metavar="ANNOTATIONS.json")
+@click.option(
+    "--glm-table",
+    metavar="PATH",
+    default=None,
+    help="AlpacaEval's df_gamed.csv (Hub dataset tatsu-lab/alpaca_eval): the instruction difficulties and "
+    "gamed baselines of AlpacaEval 2's length-controlled GLM. Without it, a reduced GLM is fitted and the "
+    "output says so.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+@handle_errors
+def score(annotations: str, glm_table: str | None, as_json: bool) -> None:
+    """AlpacaEval 2's metrics of ANNOTATIONS.json (one model against one reference), with its key names:
+    win_rate, standard_error, n_wins, n_wins_base, n_draws, n_total, discrete_win_rate, avg_length,
+    length_controlled_winrate, lc_standard_error."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from backend.judged.annotations import read_annotations
+    from backend.judged.glm import read_glm_table
+    from backend.judged.score import score as score_annotations
+
+    records = read_annotations(Path(annotations), annotations)
+    table = read_glm_table(Path(glm_table), glm_table) if glm_table is not None else None
+    result = score_annotations(records, table).as_dict()
+
+    def text() -> None:
+        shown = Table(title=Text(f"{records.generator_2} against {records.generator_1}"))
+        shown.add_column("metric")
+        shown.add_column("value", justify="right")
+        for key, value in result.items():
+            if key != "length_controlled_note":
+                shown.add_row(key, _shown(value))
+        console.print(shown)
+        console.print(f"length control: {result['length_controlled_note']}", markup=False)
+
+    emit(as_json, result, text)
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
