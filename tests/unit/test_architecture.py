@@ -130,6 +130,15 @@ def test_layers_call_only_the_layers_below():
             "backend.storage",
         ),
         "backend.hub": ("backend.services", "backend.api", "backend.web", "backend.cli", "backend.storage"),
+        # The model endpoint and its client: over the model store, never the database or the services.
+        "backend.serving": (
+            "backend.services",
+            "backend.api",
+            "backend.web",
+            "backend.cli",
+            "backend.scheduler",
+            "backend.storage",
+        ),
     }
     wrong = [
         f"{module} imports {target}"
