@@ -26,6 +26,8 @@ REPOS: dict[str, dict[str, Any]] = {
     "good/no-template": {"chat_template": False},
     "bad/no-safetensors": {"safetensors": False},
     "bad/remote-code": {"remote_code": True},
+    "bad/adapter": {"adapter_of": "good/tiny"},
+    "bad/adapter-with-config": {"adapter_of": "good/tiny", "extra_files": {"config.json": "{}"}},
 }
 
 CHAT = [

@@ -193,6 +193,10 @@ def load_model(store: LocalModelStore, repo_id: str, sha: str, device: str) -> L
     root_files = {name for name in revision.files if "/" not in name}
     if "config.json" not in root_files:
         raise ModelNotServable(f"{repo_id} at {sha} has no config.json: only full models are served")
+    if "adapter_config.json" in root_files:  # transformers would load its base model from elsewhere
+        raise ModelNotServable(
+            f"{repo_id} at {sha} is an adapter: merge it into its base model (peft's merge_and_unload) to serve it"
+        )
     if not any(name.endswith(".safetensors") for name in root_files):
         raise ModelNotServable(
             f"{repo_id} at {sha} has no safetensors weights: convert them (transformers' save_pretrained "
@@ -241,31 +245,52 @@ def _first_line(exc: BaseException, folder: Path, root: Path, repo_id: str) -> s
 
 
 class ModelPool:
-    """Loaded models by (repository, commit), the least recently used unloaded past ``max_loaded``."""
+    """Loaded models by (repository, commit), the least recently used unloaded past ``max_loaded``. A model
+    loads once however many requests ask for it meanwhile, and its load holds up no other model."""
 
     def __init__(self, store: LocalModelStore, max_loaded: int = 2, device: str = "auto") -> None:
         self.store = store
         self.max_loaded = max_loaded
         self.device = pick_device(device)
         self._loaded: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self._loading: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
+
+    def _cached(self, key: tuple[str, str]) -> LoadedModel | None:
+        """The loaded model, now the most recently used; callers hold ``_lock``."""
+        loaded = self._loaded.get(key)
+        if loaded is not None:
+            self._loaded.move_to_end(key)
+        return loaded
 
     def get(self, model: ServedModel) -> LoadedModel:
         """The loaded model at the revision's current commit, loaded now when it is not (seconds to minutes:
         call from a worker thread)."""
         sha = self.store.resolve(model.repo_id, model.revision).sha
         key = (model.repo_id, sha)
-        with self._lock:  # one load at a time: two requests for a new model load it once
-            loaded = self._loaded.get(key)
-            if loaded is None:
+        with self._lock:
+            loaded = self._cached(key)
+            if loaded is not None:
+                return loaded
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            with self._lock:
+                loaded = self._cached(key)
+            if loaded is not None:  # another request loaded it while this one waited
+                return loaded
+            try:
                 loaded = load_model(self.store, model.repo_id, sha, self.device)
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
+            with self._lock:
                 self._loaded[key] = loaded
                 while len(self._loaded) > self.max_loaded:
                     (repo_id, old_sha), _ = self._loaded.popitem(last=False)
                     log.info("model unloaded", extra={"model": repo_id, "sha": old_sha})
-            self._loaded.move_to_end(key)
             return loaded
 
     def loaded(self) -> list[tuple[str, str]]:
+        """(repository, commit) of the loaded models, the least recently used first."""
         with self._lock:
             return list(self._loaded)

@@ -236,6 +236,11 @@ def test_errors_have_openais_shape(client):
         _post(client, {"model": "bad/remote-code", "messages": message}), 400, "model_not_servable", "model"
     )
     assert "trust_remote_code=False" in remote and "/" + "tmp" not in remote  # no folder of the server
+    for adapter, says in (("bad/adapter", "no config.json"), ("bad/adapter-with-config", "merge it")):
+        refusal = error(
+            _post(client, {"model": adapter, "messages": message}), 400, "model_not_servable", "model"
+        )
+        assert says in refusal
     assert "64" in error(
         _post(client, {"model": "good/tiny", "messages": message, "max_tokens": 65}),
         400,
@@ -418,3 +423,16 @@ def test_a_full_server_says_come_back_and_a_stream_gives_its_place_back(store, p
                 break
             time.sleep(0.05)
         assert answer.status_code == 200, answer.text  # its place was given back
+
+
+def test_a_model_asked_for_at_once_loads_once(store):
+    pool = ModelPool(store, max_loaded=2, device="cpu")
+    served = Catalog(store).find("good/tiny")
+    got: list[object] = []
+    threads = [threading.Thread(target=lambda: got.append(pool.get(served))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(got) == 4 and all(model is got[0] for model in got)
+    assert pool.loaded() == [("good/tiny", store.resolve("good/tiny", "main").sha)]
