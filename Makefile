@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= .leaderboard/demo
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install test test-fast lint format demo serve serve-demo bench readme-screenshot clean
+.PHONY: install test test-fast lint format demo serve serve-demo serve-models bench readme-screenshot clean
 
 install: $(VENV)/.installed
 
@@ -48,6 +48,10 @@ serve-demo: install
 	LEADERBOARD_RESULTS=$(abspath $(DEMO_DIR))/results \
 	LEADERBOARD_WORK_DIR=$(abspath $(DEMO_DIR))/work \
 	$(VENV)/bin/leaderboard serve --no-scheduler
+
+# The OpenAI-compatible model endpoint over the demo's models (http://127.0.0.1:8001/v1).
+serve-models: install
+	LEADERBOARD_MODEL_STORE=$(abspath $(DEMO_DIR))/models $(VENV)/bin/leaderboard serve-models
 
 # What the backend costs, measured (harness overhead, queue at scale, publishing, re-scoring, GPU when
 # present): writes bench/results/<date>-<host>.json and prints a markdown summary. Under 15 minutes on 2 CPUs.

@@ -383,6 +383,14 @@ class NothingPublished(PublishFailed):
     code = "nothing_published"
 
 
+class PublishedFileNotFound(LeaderboardError):
+    """No such file in the published results dataset: the result pages link each version's files, which
+    appear with the publish after the version was recorded."""
+
+    http_status = 404
+    code = "published_file_not_found"
+
+
 class UnsafePath(LeaderboardError):
     """A path built from data would not be a plain name inside its folder: nothing is written there. The
     record it came from has an id that is not valid; fix or remove that record."""
@@ -442,3 +450,69 @@ class GlmTableInvalid(LeaderboardError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{source}: {problem}. Fix: {fix}")
+
+
+class ChatRequestInvalid(LeaderboardError):
+    """The chat completion request is not valid: the message names the field (its `param`) and the values it
+    accepts; fix it and send it again."""
+
+    http_status = 400
+    code = "chat_request_invalid"
+
+    def __init__(self, message: str, param: str | None = None, reason: str = "invalid_value") -> None:
+        self.param = param
+        self.reason = reason  # OpenAI's error code: invalid_value, invalid_json, context_length_exceeded...
+        super().__init__(message)
+
+
+class ModelNotServable(LeaderboardError):
+    """The model cannot be served: the message says why (no config, no safetensors weights, a config that
+    needs custom code); serve a model that transformers loads with trust_remote_code=False from safetensors."""
+
+    http_status = 400
+    code = "model_not_servable"
+
+
+class NoChatTemplate(ModelNotServable):
+    """The model's tokenizer has no chat template, so a conversation cannot be turned into its prompt: serve a
+    chat model (one whose tokenizer_config.json or chat_template.jinja has a template)."""
+
+    http_status = 400
+    code = "no_chat_template"
+
+
+class ServingKeyRefused(LeaderboardError):
+    """The model server needs its key: send `Authorization: Bearer <key>` with the key it was started with
+    (LEADERBOARD_SERVE_API_KEY)."""
+
+    http_status = 401
+    code = "invalid_api_key"
+
+
+class ServerBusy(LeaderboardError):
+    """The model server has as many requests in progress as it takes (LEADERBOARD_SERVE_MAX_PENDING): send
+    the request again in a moment."""
+
+    http_status = 503
+    code = "server_busy"
+
+
+class ChatEndpointUnavailable(LeaderboardError):
+    """The chat endpoint did not answer after every attempt (connection errors, timeouts, 429 or 5xx): check
+    that it is running (`leaderboard serve-models`, or the vLLM server) at the URL configured, then run again."""
+
+    http_status = 503
+    code = "chat_endpoint_unavailable"
+
+
+class ChatEndpointRefused(LeaderboardError):
+    """The chat endpoint refused the request, or answered with something that is not a chat completion: the
+    message gives its status and reason; fix the model name, key or request it names."""
+
+    http_status = 502
+    code = "chat_endpoint_refused"
+
+    def __init__(self, message: str, status: int | None = None, reason: str | None = None) -> None:
+        self.status = status  # the endpoint's HTTP status (None: its answer was not a chat completion)
+        self.reason = reason  # the endpoint's error code, when it gave one
+        super().__init__(message)

@@ -250,6 +250,52 @@ class Settings(BaseSettings):
         description="A folder the scheduler keeps the requests and votes in (`leaderboard requests "
         "export` layout). Unset: no requests_export job.",
     )
+    serve_host: str = Field(
+        "127.0.0.1",
+        description="Interface `leaderboard serve-models` listens on (the OpenAI-compatible model endpoint); "
+        "anything but 127.0.0.1 wants LEADERBOARD_SERVE_API_KEY.",
+    )
+    serve_port: int = Field(8001, ge=0, le=65535, description="Port `leaderboard serve-models` listens on.")
+    serve_models: str = Field(
+        "",
+        description="The models `leaderboard serve-models` serves, comma-separated ORG/NAME or "
+        "ORG/NAME@REVISION (from LEADERBOARD_MODEL_STORE). Unset: every model of the store, at main.",
+    )
+    serve_api_key: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="The key every call to the model endpoint must send (`Authorization: Bearer <key>`; at "
+        "least 16 characters, keep it secret). Unset: no key, for the embedded default on 127.0.0.1.",
+    )
+    serve_device: str = Field(
+        "auto",
+        description="Device the model endpoint runs models on: auto (cuda when available), cpu, cuda, cuda:N.",
+    )
+    serve_max_loaded_models: int = Field(
+        2,
+        ge=1,
+        description="Models the endpoint keeps loaded (the least recently used is unloaded past it); also the "
+        "models that generate at once.",
+    )
+    serve_max_tokens: int = Field(
+        1024,
+        ge=1,
+        description="Most tokens one chat completion of the model endpoint may ask for (max_tokens).",
+    )
+    serve_max_messages: int = Field(
+        128, ge=1, description="Most messages one chat completion request may hold."
+    )
+    serve_max_prompt_chars: int = Field(
+        100_000,
+        ge=1,
+        description="Most characters the messages of one chat completion request may hold in all.",
+    )
+    serve_max_pending: int = Field(
+        32,
+        ge=1,
+        description="Chat completions the model endpoint takes at once (running or waiting); more get 503 "
+        "with Retry-After.",
+    )
 
     @model_validator(mode="after")
     def _oauth_app_is_whole(self) -> Settings:

@@ -172,7 +172,17 @@ def build(max_page_size: int, columns: list[str]) -> APIRouter:
         },
         tags=["results"],
     )
-    def published_file(ctx: Ctx, path: str) -> Response:
+    def published_file(
+        ctx: Ctx,
+        path: Annotated[
+            str,
+            Path(
+                pattern=r"^(results/.+\.json|details/.+\.parquet)$",
+                max_length=1000,
+                description="The file's path in the results dataset.",
+            ),
+        ],
+    ) -> Response:
         """One file of the published results dataset: a model's results file
         (results/ORG/NAME/results_TIME.json) or one task's per-sample details
         (details/ORG__NAME/TASK/PRECISION_TIME.parquet), as the result pages link them."""

@@ -21,6 +21,7 @@ from backend.cli.publish import publish, results
 from backend.cli.render import print_detail, queue_table
 from backend.cli.rescore import rescore
 from backend.cli.scheduler import scheduler
+from backend.cli.serving import serve_models
 from backend.domain import ModelType, Precision, Status, Submission, WeightType, parse_choice
 from backend.settings import get_settings, settings_table
 
@@ -348,7 +349,7 @@ def demo(workdir: Path) -> None:
 
 
 # Commands defined in their own modules.
-for command in (worker, run, scores, normalize, data, publish, results, rescore, serve, judge):
+for command in (worker, run, scores, normalize, data, publish, results, rescore, serve, judge, serve_models):
     cli.add_command(command)
 admin.add_command(token)
 cli.add_command(scheduler)

@@ -146,6 +146,22 @@ class LocalModelStore:
             raise ModelNotFound(f"{preview(repo_id)} is not a valid repository id (ORG/NAME)")
         return self.root / repo_folder_name(repo_id)
 
+    def repositories(self) -> list[str]:
+        """The repository ids (ORG/NAME) of the store, sorted; a folder whose name is no repository's is skipped."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for folder in self.root.iterdir():
+            repo_id = "/".join(folder.name.split("--")[1:])
+            if folder.is_dir() and is_repo_id(repo_id) and repo_folder_name(repo_id) == folder.name:
+                found.append(repo_id)
+        return sorted(found)
+
+    def snapshot_dir(self, repo_id: str, sha: str) -> Path:
+        """The folder of a commit's files, for a loader that reads them itself (transformers); resolve the
+        revision first, which refuses a snapshot holding a link that leaves the repository."""
+        return self._snapshot_dir(repo_id, sha)
+
     def _existing_repo_dir(self, repo_id: str) -> Path:
         folder = self.repo_dir(repo_id)
         if not folder.is_dir():

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from backend.domain import EvalRequest, is_repo_id, is_sha
-from backend.errors import InvalidInput, NothingPublished, PublishFailed, UnsafePath
+from backend.errors import InvalidInput, NothingPublished, PublishedFileNotFound, PublishFailed, UnsafePath
 from backend.leaderboards.config import LeaderboardConfig
 from backend.paths import parts_of
 from backend.publish import files as layout
@@ -168,20 +168,20 @@ class PublishService:
 
     def published_file(self, target: Target, path: str) -> bytes:
         """A published results file (``results/...json``) or details file (``details/...parquet``) as the
-        target holds it; the path must be one of those, made of plain names (InvalidInput otherwise)."""
+        target holds it; PublishedFileNotFound for any other path (one not made of plain names included)."""
+        wanted = {layout.RESULTS_FOLDER: ".json", layout.DETAILS_FOLDER: ".parquet"}
         try:
             parts = parts_of(path)
-        except UnsafePath as exc:
-            raise InvalidInput(f"'{path[:200]}' is not a path of the results dataset") from exc
-        wanted = {layout.RESULTS_FOLDER: ".json", layout.DETAILS_FOLDER: ".parquet"}
+        except UnsafePath:
+            parts = ()
         if len(parts) < 3 or parts[0] not in wanted or not parts[-1].endswith(wanted[parts[0]]):
-            raise InvalidInput(
-                "a published file is results/<org>/<name>/results_<time>.json or "
-                "details/<org>__<name>/<task>/<precision>_<time>.parquet"
+            raise PublishedFileNotFound(
+                f"'{path[:200]}' is not a file of the results dataset: ask for "
+                "results/<org>/<name>/results_<time>.json or details/<org>__<name>/<task>/<precision>_<time>.parquet"
             )
         data = target.read("/".join(parts))
         if data is None:
-            raise NothingPublished(f"'{path}' is not published: it may come with the next publish")
+            raise PublishedFileNotFound(f"'{path[:200]}' is not published: it may come with the next publish")
         return data
 
     def download(self, target: Target, fmt: str = "parquet") -> bytes:

@@ -292,3 +292,18 @@ def test_the_factory_prefers_a_configured_local_store(tmp_path: Path) -> None:
     local = model_source_from_settings(tmp_path / "store")
     assert isinstance(local, LocalModelStore) and local.root == tmp_path / "store"
     assert isinstance(model_source_from_settings(None, hf_token=None, cache_dir=tmp_path), HubModelSource)
+
+
+def test_repositories_are_listed_and_a_snapshot_has_its_folder(
+    tmp_path: Path, store: LocalModelStore
+) -> None:
+    sha = store.add_snapshot("org-b/model.v2", _folder(tmp_path, {"config.json": "{}"}))
+    store.add_snapshot("org-a/model", _folder(tmp_path, {"config.json": "{}"}, "other"))
+    (store.root / "models--org--not--a--repo").mkdir()  # no repository's folder
+    (store.root / "datasets--org--data").mkdir()
+    (store.root / "models--org--file").write_text("not a folder")
+    assert store.repositories() == ["org-a/model", "org-b/model.v2"]
+    assert (store.snapshot_dir("org-b/model.v2", sha) / "config.json").is_file()
+    with pytest.raises(RevisionNotFound):
+        store.snapshot_dir("org-b/model.v2", SHA_A)
+    assert LocalModelStore(tmp_path / "absent").repositories() == []
