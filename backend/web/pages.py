@@ -1,7 +1,9 @@
-"""The pages: the leaderboard (``/``) and the queue (``/queue``), rendered on the server with Jinja2.
+"""The pages people read, rendered on the server with Jinja2: the leaderboard (``/``), a result
+(``/results/{id}``), a request (``/requests/{id}``), the queue (``/queue``) and the sign-in form. (Forms that
+change something are in actions.py and submit.py, the plots in plots.py, Hub sign-in in oauth.py.)
 
 Jinja2 escapes every value (autoescape on): a model name or a failure reason is text, never markup. The view
-of the table lives in the URL (sort, order, filters, search, page), so a view can be shared. A query value
+of the table lives in the URL (sort, order, filters, columns, search, page), so a view can be shared. A query value
 that is not valid is shown on the page with what is accepted (HTTP 400), never a server error.
 """
 
