@@ -24,6 +24,7 @@ from typing import Any
 import backend
 from backend.errors import LeaderboardConfigError
 from backend.evaluation.tasks import Harness, Subtask, TaskSet, load_task_set
+from backend.judged.config import JudgedConfig, is_judged, judged_config_hash, parse_judged_config
 from backend.manifests import Fields, describe, load_yaml
 
 SCHEMA_VERSION = 2
@@ -194,6 +195,10 @@ class LeaderboardConfig:
         raise KeyError(key)
 
 
+#: Either kind of leaderboard: benchmarks run by the harness, or a judge's comparisons with a reference.
+AnyConfig = LeaderboardConfig | JudgedConfig
+
+
 def columns(config: LeaderboardConfig) -> list[str]:
     """The published score columns in order: "<display> Raw", "<display>" per benchmark, then the average."""
     names: list[str] = []
@@ -241,6 +246,34 @@ def load_config(
     anything else is a path, read as is. ``task_set``, when given, replaces the one the file names (a
     re-score with a changed scorer, say); the config is checked against it the same way.
     """
+    path, bare, data = _read(name_or_path)
+    if is_judged(data):
+        raise LeaderboardConfigError(
+            f"{path} is a judged leaderboard (kind: judged): it has no task set to run with the harness"
+        )
+    config = parse_config(data, source=str(path), task_set=task_set, folder=path.parent)
+    _check_name(path, bare, config.name)
+    return config
+
+
+def load_leaderboard(name_or_path: str | Path = DEFAULT_LEADERBOARD) -> AnyConfig:
+    """Load any kind of leaderboard config: a benchmark one (LeaderboardConfig) or a judged one
+    (``kind: judged``, JudgedConfig). Bare names and paths as in load_config."""
+    path, bare, data = _read(name_or_path)
+    config: AnyConfig
+    if is_judged(data):
+        config = parse_judged_config(data, source=str(path))
+    else:
+        config = parse_config(data, source=str(path), folder=path.parent)
+    _check_name(path, bare, config.name)
+    return config
+
+
+def any_config_hash(config: AnyConfig) -> str:
+    return judged_config_hash(config) if isinstance(config, JudgedConfig) else config_hash(config)
+
+
+def _read(name_or_path: str | Path) -> tuple[Path, bool, Any]:
     text = str(name_or_path)
     bare = isinstance(name_or_path, str) and "/" not in text and not text.endswith((".yaml", ".yml"))
     if bare:
@@ -254,13 +287,14 @@ def load_config(
             raise LeaderboardConfigError(f"no leaderboard config named '{text}' (available: {known})")
     else:
         path = Path(name_or_path)
-    data = load_yaml(path, LeaderboardConfigError, "leaderboard config")
-    config = parse_config(data, source=str(path), task_set=task_set, folder=path.parent)
-    if bare and config.name != text:
+    return path, bare, load_yaml(path, LeaderboardConfigError, "leaderboard config")
+
+
+def _check_name(path: Path, bare: bool, name: str) -> None:
+    if bare and name != path.stem:
         raise LeaderboardConfigError(
-            f"{path}: field 'name': is '{config.name}', but the file is named '{text}'"
+            f"{path}: field 'name': is '{name}', but the file is named '{path.stem}'"
         )
-    return config
 
 
 # --- parsing --------------------------------------------------------------------------------------------
