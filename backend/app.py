@@ -6,11 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import Any
 
 from backend.domain import EvalRequest
+from backend.errors import ConfigurationError
 from backend.hub.factory import model_source_from_settings
 from backend.hub.interface import ModelSource
-from backend.leaderboards.config import LeaderboardConfig, load_config
+from backend.judged.config import JudgedConfig
+from backend.leaderboards.config import LeaderboardConfig, load_config, load_leaderboard
 from backend.publish.service import PublishReport, PublishService
 from backend.publish.targets import Target, target_from_setting
 from backend.retry import Backoff
@@ -104,11 +107,37 @@ class App:
         return load_config(self.settings.config)
 
     @cached_property
-    def leaderboard(self) -> LeaderboardService:
+    def judged_configs(self) -> list[JudgedConfig]:
+        """The judged leaderboards served beside the benchmark one (LEADERBOARD_JUDGED), in order."""
+        configs: list[JudgedConfig] = []
+        for name in self.settings.judged_leaderboards:
+            config = load_leaderboard(name)
+            if not isinstance(config, JudgedConfig):
+                raise ConfigurationError(
+                    f"LEADERBOARD_JUDGED: {name} is not a judged leaderboard (kind: judged); benchmark "
+                    "leaderboards go in LEADERBOARD_CONFIG"
+                )
+            if config.name == self.config.name or config.name in {c.name for c in configs}:
+                raise ConfigurationError(f"LEADERBOARD_JUDGED: {config.name} is served twice")
+            configs.append(config)
+        return configs
+
+    @cached_property
+    def leaderboard(self) -> LeaderboardService[LeaderboardConfig]:
         """The table as people read it: latest result per model, in the published columns."""
         return LeaderboardService(
             self.config, self.evaluations, self.requests, self.moderation, self.model_metadata
         )
+
+    @cached_property
+    def leaderboards(self) -> dict[str, LeaderboardService[Any]]:
+        """Every leaderboard's table by name: the benchmark one first, then the judged ones."""
+        boards: dict[str, LeaderboardService[Any]] = {self.config.name: self.leaderboard}
+        for config in self.judged_configs:
+            boards[config.name] = LeaderboardService(
+                config, self.evaluations, self.requests, self.moderation, self.model_metadata
+            )
+        return boards
 
     @cached_property
     def worker(self) -> EvaluationService:
@@ -133,6 +162,7 @@ class App:
             self.model_metadata,
             self.requests_export,
             self.clock,
+            self.judged_configs,
         )
 
     def results_target(self) -> Target:

@@ -516,3 +516,10 @@ class ChatEndpointRefused(LeaderboardError):
         self.status = status  # the endpoint's HTTP status (None: its answer was not a chat completion)
         self.reason = reason  # the endpoint's error code, when it gave one
         super().__init__(message)
+
+
+class LeaderboardNotFound(LeaderboardError):
+    """No leaderboard of that name is served here: GET /api/leaderboards lists the deployment's."""
+
+    http_status = 404
+    code = "leaderboard_not_found"

@@ -122,6 +122,48 @@ class Settings(BaseSettings):
         "open_llm_v2",
         description="The leaderboard config the worker evaluates with: a name in leaderboard_configs/ or a path.",
     )
+    judged: str = Field(
+        "",
+        pattern=r"^[^\s,]*(,[^\s,]+)*$",
+        description="Judged leaderboards the deployment also serves, comma-separated names in "
+        "leaderboard_configs/ or paths (e.g. alpaca_eval_2,pandalm): every request is evaluated on each, "
+        "after LEADERBOARD_CONFIG. Unset: none.",
+    )
+    judge_base_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="The OpenAI-compatible endpoint an endpoint judge calls (its /v1 URL, e.g. a vLLM server "
+        "or `leaderboard serve-models`). Unset: judged leaderboards with an endpoint judge cannot run.",
+    )
+    judge_model: str | None = Field(
+        None,
+        pattern=r"^[\x21-\x7e]{1,200}$",
+        description="The endpoint judge's model name, in place of the judged config's `judge.model` (recorded: "
+        "it is part of every judgement's cache key).",
+    )
+    judge_api_key: SecretStr | None = Field(
+        None,
+        description="The key sent to the judge endpoint (`Authorization: Bearer`); never logged nor written "
+        "to a run's files.",
+    )
+    judge_concurrency: int = Field(
+        4, ge=1, le=256, description="Judgements an endpoint judge has in flight at once."
+    )
+    judge_price_input_per_1k: float | None = Field(
+        None,
+        ge=0,
+        description="The judge endpoint's price per 1,000 prompt tokens, for price_per_example. Unset: unknown.",
+    )
+    judge_price_output_per_1k: float | None = Field(
+        None,
+        ge=0,
+        description="The judge endpoint's price per 1,000 completion tokens, for price_per_example.",
+    )
+    judge_cache: Path | None = Field(
+        None,
+        description="The durable judgement cache (SQLite): a judgement made once is never made again. Unset: "
+        "judgements.sqlite in LEADERBOARD_WORK_DIR.",
+    )
     data_mirror: Path | None = Field(
         None,
         description="A benchmark data mirror folder (`leaderboard data mirror` or `data synthesize`) read "
@@ -307,6 +349,11 @@ class Settings(BaseSettings):
         if "openid" not in self.oauth_scopes.split():
             raise ValueError("LEADERBOARD_OAUTH_SCOPES must include openid (the Hub names the user with it)")
         return self
+
+    @property
+    def judged_leaderboards(self) -> tuple[str, ...]:
+        """The judged leaderboards served beside LEADERBOARD_CONFIG, in order."""
+        return tuple(name for name in self.judged.split(",") if name)
 
     @property
     def oauth_configured(self) -> bool:

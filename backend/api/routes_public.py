@@ -1,7 +1,7 @@
 """Reads anyone may make: the queue, a request, the leaderboard, the published results, health, metrics."""
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse
@@ -12,6 +12,7 @@ from backend.api.deps import OPTIONAL_AUTH, Ctx, MaybeUser, known_query_only
 from backend.api.responses import READ, errors
 from backend.api.schemas import (
     Health,
+    LeaderboardOut,
     LeaderboardPage,
     LogView,
     QueuePage,
@@ -19,7 +20,9 @@ from backend.api.schemas import (
     RequestOut,
 )
 from backend.domain import ModelType, Precision, Status
-from backend.errors import DatabaseUnavailable
+from backend.errors import DatabaseUnavailable, LeaderboardNotFound
+from backend.judged.config import JudgedConfig
+from backend.services.leaderboard import LeaderboardService
 from backend.services.leaderboard import Query as TableQuery
 
 MAX_ID = 2**31 - 1
@@ -28,6 +31,60 @@ Offset = Annotated[int, Query(ge=0, le=10**9, description="Rows to skip.")]
 
 SAFE_FILE_NAME = re.compile(r"[\w.+-]{1,200}")
 MEDIA_TYPES = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv", "json": "application/json"}
+
+
+class TableFilters:
+    """The table filters every leaderboard route takes."""
+
+    def __init__(
+        self,
+        model_type: Annotated[ModelType | None, Query(alias="type")] = None,
+        precision: Precision | None = None,
+        min_params: Annotated[
+            float | None, Query(ge=0, le=1e6, description="Billions of parameters.")
+        ] = None,
+        max_params: Annotated[
+            float | None, Query(ge=0, le=1e6, description="Billions of parameters.")
+        ] = None,
+        search: Annotated[str | None, Query(max_length=200, description="Part of the model id.")] = None,
+        chat_template: Annotated[
+            bool | None, Query(description="Only models evaluated with (true) or without (false) one.")
+        ] = None,
+        official: Annotated[bool, Query(description="Only models of official providers.")] = False,
+        hide_flagged: bool = False,
+        hide_merged: bool = False,
+    ) -> None:
+        self.model_type, self.precision = model_type, precision
+        self.min_params, self.max_params, self.search = min_params, max_params, search
+        self.chat_template, self.official = chat_template, official
+        self.hide_flagged, self.hide_merged = hide_flagged, hide_merged
+
+    def query(self, sort: str, order: str) -> TableQuery:
+        return TableQuery(
+            sort,
+            order == "desc",
+            self.model_type,
+            self.precision,
+            self.min_params,
+            self.max_params,
+            self.search,
+            chat_template=self.chat_template,
+            official_only=self.official,
+            hide_flagged=self.hide_flagged,
+            hide_merged=self.hide_merged,
+        )
+
+
+def _page(board: LeaderboardService[Any], query: TableQuery, limit: int, offset: int) -> LeaderboardPage:
+    total, rows = board.query(query, limit, offset)
+    return LeaderboardPage(
+        leaderboard=board.config.name,
+        columns=board.columns,
+        total=total,
+        offset=offset,
+        limit=limit,
+        rows=rows,
+    )
 
 
 def build(max_page_size: int, columns: list[str]) -> APIRouter:
@@ -86,51 +143,60 @@ def build(max_page_size: int, columns: list[str]) -> APIRouter:
     @router.get("/api/leaderboard", response_model=LeaderboardPage, responses=READ, tags=["results"])
     def leaderboard(
         ctx: Ctx,
+        filters: Annotated[TableFilters, Depends()],
         offset: Offset = 0,
         limit: Limit = 50,
         sort: Annotated[Column, Query(description="A column of the table.")] = columns[9],  # type: ignore[valid-type]
         order: Literal["desc", "asc"] = "desc",
-        model_type: Annotated[ModelType | None, Query(alias="type")] = None,
-        precision: Precision | None = None,
-        min_params: Annotated[
-            float | None, Query(ge=0, le=1e6, description="Billions of parameters.")
-        ] = None,
-        max_params: Annotated[
-            float | None, Query(ge=0, le=1e6, description="Billions of parameters.")
-        ] = None,
-        search: Annotated[str | None, Query(max_length=200, description="Part of the model id.")] = None,
-        chat_template: Annotated[
-            bool | None, Query(description="Only models evaluated with (true) or without (false) one.")
-        ] = None,
-        official: Annotated[bool, Query(description="Only models of official providers.")] = False,
-        hide_flagged: bool = False,
-        hide_merged: bool = False,
     ) -> LeaderboardPage:
         """The leaderboard: one row per (model, sha, precision) with its latest scores, in the published
         table's columns; sorted, filtered by type, precision, size, chat template, official providers,
         flags and merges, searched by model id."""
-        query = TableQuery(
-            sort,
-            order == "desc",
-            model_type,
-            precision,
-            min_params,
-            max_params,
-            search,
-            chat_template=chat_template,
-            official_only=official,
-            hide_flagged=hide_flagged,
-            hide_merged=hide_merged,
-        )
-        total, rows = ctx.leaderboard.query(query, limit, offset)
-        return LeaderboardPage(
-            leaderboard=ctx.leaderboard.config.name,
-            columns=ctx.leaderboard.columns,
-            total=total,
-            offset=offset,
-            limit=limit,
-            rows=rows,
-        )
+        return _page(ctx.leaderboard, filters.query(sort, order), limit, offset)
+
+    @router.get("/api/leaderboards", response_model=list[LeaderboardOut], responses=READ, tags=["results"])
+    def leaderboards(ctx: Ctx) -> list[LeaderboardOut]:
+        """Every leaderboard this deployment serves: the benchmark one first, then the judged ones (a
+        judge compares each model's answers with a reference's), each with its table's columns."""
+        return [
+            LeaderboardOut(
+                name=name,
+                title=board.config.title,
+                kind="judged" if isinstance(board.config, JudgedConfig) else "benchmark",
+                columns=board.columns,
+                sort=board.default_sort,
+                table=f"/api/leaderboards/{name}",
+            )
+            for name, board in ctx.app.leaderboards.items()
+        ]
+
+    @router.get(
+        "/api/leaderboards/{name}",
+        response_model=LeaderboardPage,
+        responses=errors(404, 422),
+        tags=["results"],
+    )
+    def leaderboard_by_name(
+        ctx: Ctx,
+        name: Annotated[
+            str, Path(pattern=r"^[a-z0-9][a-z0-9_]*$", max_length=100, description="A leaderboard.")
+        ],
+        filters: Annotated[TableFilters, Depends()],
+        offset: Offset = 0,
+        limit: Limit = 50,
+        sort: Annotated[
+            str | None,
+            Query(max_length=200, description="A column of the table (default: its ranking column)."),
+        ] = None,
+        order: Literal["desc", "asc"] = "desc",
+    ) -> LeaderboardPage:
+        """One leaderboard's table (GET /api/leaderboards lists them), with the filters of /api/leaderboard."""
+        board = ctx.app.leaderboards.get(name)
+        if board is None:
+            raise LeaderboardNotFound(
+                f"no leaderboard named '{name}' here: the deployment serves {', '.join(ctx.app.leaderboards)}"
+            )
+        return _page(board, filters.query(sort or board.default_sort, order), limit, offset)
 
     @router.get(
         "/api/results",
@@ -150,10 +216,19 @@ def build(max_page_size: int, columns: list[str]) -> APIRouter:
         tags=["results"],
     )
     def results(
-        ctx: Ctx, fmt: Annotated[Literal["parquet", "csv", "json"], Query(alias="format")] = "json"
+        ctx: Ctx,
+        fmt: Annotated[Literal["parquet", "csv", "json"], Query(alias="format")] = "json",
+        leaderboard: Annotated[
+            str | None,
+            Query(
+                pattern=r"^[a-z0-9][a-z0-9_]*$",
+                max_length=100,
+                description="A leaderboard (default: the benchmark one).",
+            ),
+        ] = None,
     ) -> Response:
-        """The published leaderboard table (from LEADERBOARD_RESULTS) as JSON, CSV or parquet."""
-        data = ctx.app.publishing.download(ctx.app.results_target(), fmt)
+        """A published leaderboard table (from LEADERBOARD_RESULTS) as JSON, CSV or parquet."""
+        data = ctx.app.publishing.download(ctx.app.results_target(), fmt, leaderboard)
         return Response(data, media_type=MEDIA_TYPES[fmt])
 
     @router.get(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
@@ -173,6 +173,15 @@ class VoteOut(BaseModel):
     request_id: int
     votes: int
     voted: bool = Field(description="Whether the caller's vote is now counted.")
+
+
+class LeaderboardOut(BaseModel):
+    name: str
+    title: str
+    kind: Literal["benchmark", "judged"]
+    columns: list[str]
+    sort: str = Field(description="The column the table is ranked by unless asked otherwise.")
+    table: str = Field(description="Where its table is read.")
 
 
 class LeaderboardPage(BaseModel):

@@ -9,6 +9,7 @@ import socket
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
@@ -68,6 +69,11 @@ def worker(once: bool, worker_id: str | None) -> None:
     "--config", "leaderboard", default=None, help="Leaderboard config (default LEADERBOARD_CONFIG)."
 )
 @click.option("--limit", type=int, default=None, help="Documents per subtask (default: all).")
+@click.option(
+    "--judged",
+    multiple=True,
+    help="A judged leaderboard to evaluate on too (repeat for several; default LEADERBOARD_JUDGED).",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder.")
 @handle_errors
 def run(
@@ -79,12 +85,15 @@ def run(
     chat_template: bool,
     leaderboard: str | None,
     limit: int | None,
+    judged: tuple[str, ...],
     out: Path | None,
 ) -> None:
     """Evaluate MODEL exactly as the worker would, outside the queue; print the published columns as JSON.
 
     This is the reproduction command recorded with every result."""
     from backend.evaluation.runner import RunSpec
+    from backend.judged.config import METRICS
+    from backend.judged.score import judged_scores
     from backend.leaderboards.config import load_config
     from backend.leaderboards.harness_results import read_results_file
     from backend.leaderboards.normalize import normalize
@@ -100,6 +109,8 @@ def run(
     run_settings["leaderboard"] = leaderboard
     if limit is not None:
         run_settings["limit"] = limit
+    if judged:
+        run_settings["judged"] = judged
     spec = RunSpec(
         model=model,
         sha=resolved.sha,
@@ -114,7 +125,16 @@ def run(
     if not result.ok:
         assert result.failure is not None
         raise LeaderboardError(f"{result.failure.reason} (log: {result.log_path})")
-    scores = normalize(read_results_file(Path(result.outcome["results_file"])), load_config(leaderboard))
+    scores: dict[str, Any] = normalize(
+        read_results_file(Path(result.outcome["results_file"])), load_config(leaderboard)
+    )
+    for name, part in (result.outcome.get("judged") or {}).items():
+        if part.get("skipped"):
+            scores[name] = {"skipped": part["skipped"]}
+            continue
+        glm = part.get("glm_table_file")
+        found = judged_scores(Path(part["annotations_file"]), Path(glm) if glm else None)
+        scores[name] = {key: found[key] for key in (*METRICS, "length_controlled_glm")}
     click.echo(json.dumps(scores, indent=2, ensure_ascii=False))
 
 

@@ -65,6 +65,15 @@ class RunSpec:
     max_batch_size: int | None = None
     backend: str = "hf"
     gpus: int = 1  # GPUs the run was given: more than one shards the model (hf) or tensor-parallels (vllm)
+    # The judged leaderboards the request is also evaluated on, and how their endpoint judge is reached (its
+    # key travels in the environment, never in this file).
+    judged: tuple[str, ...] = ()
+    judge_base_url: str | None = None
+    judge_model: str | None = None
+    judge_concurrency: int = 4
+    judge_price_input_per_1k: float | None = None
+    judge_price_output_per_1k: float | None = None
+    judge_cache: str | None = None
 
     @classmethod
     def from_request(cls, request: EvalRequest, **run: Any) -> RunSpec:
@@ -85,6 +94,8 @@ class RunSpec:
     @classmethod
     def from_json(cls, text: str) -> RunSpec:
         data = json.loads(text)
+        if isinstance(data.get("judged"), list):
+            data["judged"] = tuple(data["judged"])
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def reproduce_command(self) -> str:
@@ -96,6 +107,8 @@ class RunSpec:
         parts.append("--chat-template" if self.use_chat_template else "--no-chat-template")
         if self.limit is not None:
             parts += ["--limit", str(self.limit)]
+        for name in self.judged:
+            parts += ["--judged", name]
         return " ".join(parts)
 
 
@@ -209,10 +222,17 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+#: The judge endpoint's key reaches the child in its environment only (never in spec.json nor a log).
+JUDGE_KEY_VARIABLE = "LEADERBOARD_JUDGE_API_KEY"
+
+
 class Runner:
-    def __init__(self, timeout_seconds: float, shared_hub_cache: Path) -> None:
+    def __init__(
+        self, timeout_seconds: float, shared_hub_cache: Path, judge_api_key: str | None = None
+    ) -> None:
         self.timeout_seconds = timeout_seconds
         self.shared_hub_cache = shared_hub_cache
+        self.judge_api_key = judge_api_key
 
     def child_environment(self, spec: RunSpec, attempt_dir: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
@@ -233,6 +253,8 @@ class Runner:
             env["HF_HUB_CACHE"] = str(self.shared_hub_cache)
         if spec.data_mirror:
             env.update(HF_DATASETS_OFFLINE="1", NLTK_DATA=str(Path(spec.data_mirror) / "nltk_data"))
+        if spec.judged and self.judge_api_key:
+            env[JUDGE_KEY_VARIABLE] = self.judge_api_key
         return env
 
     def launch(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from backend.judged.annotations import Annotations
-from backend.judged.glm import GlmTable, LengthControlled, length_controlled_winrate
+from backend.judged.annotations import Annotations, read_annotations
+from backend.judged.glm import GlmTable, LengthControlled, length_controlled_winrate, read_glm_table
 from backend.judged.metrics import WinRate, avg_length, win_rate
 
 
@@ -51,3 +52,10 @@ def score(annotations: Annotations, glm_table: GlmTable | None = None) -> Score:
         length_controlled=length_controlled_winrate(annotations, glm_table),
         n_records=len(records),
     )
+
+
+def judged_scores(annotations_file: Path, glm_table_file: Path | None) -> dict[str, Any]:
+    """Every metric of ``annotations_file`` (AlpacaEval's keys), the length control fitted with the GLM
+    table when there is one, else the fallback GLM (named in ``length_controlled_glm``)."""
+    table = read_glm_table(glm_table_file) if glm_table_file is not None else None
+    return score(read_annotations(annotations_file), table).as_dict()

@@ -157,9 +157,15 @@ def details_file(samples_file: Path) -> bytes:
     return buffer.getvalue()
 
 
-def card(title: str, leaderboard: str, details: list[tuple[str, str, str]]) -> bytes:
-    """The dataset card: `configs:` makes load_dataset(folder) return the table, and each (model, task)'s
-    details loadable by name (details_<org>__<model>__<task>).
+def card(
+    title: str,
+    leaderboard: str,
+    details: list[tuple[str, str, str]],
+    judged: list[tuple[str, str, str]] | None = None,
+) -> bytes:
+    """The dataset card: `configs:` makes load_dataset(folder) return the table, each (model, task)'s
+    details loadable by name (details_<org>__<model>__<task>), and each judged leaderboard's table by the
+    leaderboard's name (``judged`` lists (name, title, table path) of those published).
 
     ``details`` lists (model, task, path) oldest first: each published file is a split named by its time
     (as the reference's details datasets), and split "latest" is the last one.
@@ -180,6 +186,9 @@ def card(title: str, leaderboard: str, details: list[tuple[str, str, str]]) -> b
                 "data_files": [*data_files, {"split": "latest", "path": latest}],
             }
         )
+    judged = judged or []
+    for name, _, path in judged:
+        configs.append({"config_name": name, "data_files": [{"split": "train", "path": path}]})
     header = yaml.safe_dump({"configs": configs}, sort_keys=False, allow_unicode=True)
     body = (
         f"# {title}\n\n"
@@ -196,6 +205,18 @@ def card(title: str, leaderboard: str, details: list[tuple[str, str, str]]) -> b
         "available before the first refresh); Upload To Hub Date is empty: it is not tracked. Generation is 0 "
         "without a declared base model, 1 with one.\n"
     )
+    if judged:
+        body += (
+            "\n## Judged leaderboards\n\n"
+            "A judge compares each model's answers with a reference model's (AlpacaEval's method). Each has its "
+            "folder `judged/<leaderboard>/`: `leaderboard.parquet` / `leaderboard.csv` (AlpacaEval's columns, by "
+            "its names, then the model's identity and the judgement's provenance), and per model "
+            "`results/<org>__<model>/model_outputs.json` and `results/<org>__<model>/<annotator>/annotations.json` "
+            "in AlpacaEval's layout.\n\n"
+        )
+        body += "".join(
+            f'- `{name}` ({title}): `load_dataset(repo, "{name}")`\n' for name, title, _ in judged
+        )
     return f"---\n{header}---\n\n{body}".encode()
 
 

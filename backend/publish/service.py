@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -20,9 +20,11 @@ import pyarrow.parquet as pq
 
 from backend.domain import EvalRequest, is_repo_id, is_sha
 from backend.errors import InvalidInput, NothingPublished, PublishedFileNotFound, PublishFailed, UnsafePath
-from backend.leaderboards.config import LeaderboardConfig
+from backend.judged.config import JudgedConfig
+from backend.leaderboards.config import AnyConfig, LeaderboardConfig
 from backend.paths import parts_of
 from backend.publish import files as layout
+from backend.publish import judged_files
 from backend.publish.table import csv_bytes, parquet_bytes, to_arrow
 from backend.publish.targets import Target
 from backend.services.leaderboard import latest_rows, table_context
@@ -61,8 +63,10 @@ class PublishService:
         metadata: ModelMetadataRepository,
         requests_export: RequestsExportService,
         clock: Callable[[], datetime],
+        judged: Sequence[JudgedConfig] = (),
     ) -> None:
         self.config = config
+        self.judged = list(judged)
         self.publications = publications
         self.requests = requests
         self.moderation = moderation
@@ -70,15 +74,25 @@ class PublishService:
         self.requests_export = requests_export
         self.clock = clock
 
+    @property
+    def boards(self) -> list[AnyConfig]:
+        """Every leaderboard of the deployment: the benchmark one, then the judged ones."""
+        return [self.config, *self.judged]
+
     def publish(self, target: Target) -> PublishReport:
-        """Deliver the outbox of `target`; raises PublishFailed (saying what is left) when it cannot."""
-        self.publications.enqueue_new(target.key, self.config.name, self.clock())
-        rows = self.publications.for_target(target.key, self.config.name)
+        """Deliver the outbox of `target` (every leaderboard's, in one delivery); raises PublishFailed
+        (saying what is left) when it cannot."""
+        rows_of: dict[str, list[Publication]] = {}
+        for board in self.boards:
+            self.publications.enqueue_new(target.key, board.name, self.clock())
+            rows_of[board.name] = self.publications.for_target(target.key, board.name)
         report = PublishReport(target=target.key)
-        if all(p.published_at is not None for p in rows):
+        if all(p.published_at is not None for rows in rows_of.values() for p in rows):
             return report
         by_id = {r.id: r for r in self.requests.all()}
-        refused = [p for p in rows if not publishable(by_id[p.evaluation.request_id])]
+        refused = [
+            p for rows in rows_of.values() for p in rows if not publishable(by_id[p.evaluation.request_id])
+        ]
         if refused:  # data an older version let in: never a path out of the dataset, never a stop for others
             report.refused = sorted({p.evaluation.request_id for p in refused})
             log.warning(
@@ -88,13 +102,17 @@ class PublishService:
                 [p.id for p in refused if p.published_at is None],
                 "the request's model id or sha is not valid: fix or remove the request",
             )
-            rows = [p for p in rows if publishable(by_id[p.evaluation.request_id])]
-        pending = [p for p in rows if p.published_at is None]
+            rows_of = {
+                name: [p for p in rows if publishable(by_id[p.evaluation.request_id])]
+                for name, rows in rows_of.items()
+            }
+        pending = [p for rows in rows_of.values() for p in rows if p.published_at is None]
         if not pending:
             report.outbox = self.publications.outbox_count(target.key)
             return report
-        payload, per_publication = self._files(rows, pending, by_id)
-        message = f"Publish {len(pending)} evaluation(s) of {self.config.name}"
+        payload, per_publication = self._files(rows_of, by_id)
+        names = ", ".join(name for name, rows in rows_of.items() if any(p.published_at is None for p in rows))
+        message = f"Publish {len(pending)} evaluation(s) of {names}"
         try:
             report.changed_files = target.put(payload, message)
         except PublishFailed as exc:
@@ -111,11 +129,13 @@ class PublishService:
         return self.publications.outbox_count(target.key)
 
     def _files(
-        self, rows: list[Publication], pending: list[Publication], by_id: dict[int, EvalRequest]
+        self, rows_of: dict[str, list[Publication]], by_id: dict[int, EvalRequest]
     ) -> tuple[dict[str, bytes], dict[int, list[str]]]:
         payload: dict[str, bytes] = {}
         per_publication: dict[int, list[str]] = {}
-        for publication in pending:
+        for publication in rows_of.get(self.config.name, []):
+            if publication.published_at is not None:
+                continue
             evaluation = publication.evaluation
             request = by_id[evaluation.request_id]
             paths = [layout.results_path(request, evaluation)]
@@ -128,7 +148,22 @@ class PublishService:
                 payload[path] = layout.details_file(Path(samples))
                 paths.append(path)
             per_publication[publication.id] = paths
-        table = self.table_files(rows, by_id, per_publication)
+        judged_tables: list[tuple[str, str, str]] = []
+        for board in self.judged:
+            rows = rows_of.get(board.name, [])
+            for publication in rows:
+                if publication.published_at is None:
+                    request = by_id[publication.evaluation.request_id]
+                    files = judged_files.judged_result_files(board, request, publication.evaluation)
+                    payload.update(files)
+                    per_publication[publication.id] = sorted(files)
+            if rows:
+                parquet_path, csv_path = judged_files.table_paths(board)
+                table = to_arrow(self._table_rows(board, rows, by_id), board)
+                payload[parquet_path] = parquet_bytes(table)
+                payload[csv_path] = csv_bytes(table)
+                judged_tables.append((board.name, board.title, parquet_path))
+        table = self.table_files(rows_of.get(self.config.name, []), by_id, per_publication, judged_tables)
         card = table.pop(layout.CARD)
         payload.update(table)
         payload.update(self._requests_files())
@@ -140,9 +175,11 @@ class PublishService:
         rows: list[Publication],
         by_id: dict[int, EvalRequest],
         new_files: dict[int, list[str]] | None = None,
+        judged_tables: list[tuple[str, str, str]] | None = None,
     ) -> dict[str, bytes]:
         """The table (parquet and CSV) and the dataset card over every publication row of a target;
-        ``new_files`` holds the files of rows being published now (publication id -> paths)."""
+        ``new_files`` holds the files of rows being published now (publication id -> paths),
+        ``judged_tables`` the judged leaderboards' tables the card lists (name, title, path)."""
         new_files = new_files or {}
         details: list[tuple[str, str, str]] = []  # (model, task, path), oldest version first
         for publication in rows:
@@ -151,16 +188,18 @@ class PublishService:
             details += [
                 (request.model, PurePosixPath(p).parts[2], p) for p in paths if p.startswith("details/")
             ]
-        table = to_arrow(self._table_rows(rows, by_id), self.config)
+        table = to_arrow(self._table_rows(self.config, rows, by_id), self.config)
         return {
             layout.TABLE_PARQUET: parquet_bytes(table),
             layout.TABLE_CSV: csv_bytes(table),
-            layout.CARD: layout.card(self.config.title, self.config.name, details),
+            layout.CARD: layout.card(self.config.title, self.config.name, details, judged_tables),
         }
 
-    def _table_rows(self, rows: list[Publication], by_id: dict[int, EvalRequest]) -> list[dict[str, Any]]:
+    def _table_rows(
+        self, board: AnyConfig, rows: list[Publication], by_id: dict[int, EvalRequest]
+    ) -> list[dict[str, Any]]:
         pairs = [(p.evaluation, by_id[p.evaluation.request_id]) for p in rows]  # by request, then version
-        return latest_rows(pairs, self.config, table_context(self.moderation, self.metadata))
+        return latest_rows(pairs, board, table_context(self.moderation, self.metadata))
 
     def _requests_files(self) -> dict[str, bytes]:
         files, _ = self.requests_export.files()
@@ -184,13 +223,21 @@ class PublishService:
             raise PublishedFileNotFound(f"'{path[:200]}' is not published: it may come with the next publish")
         return data
 
-    def download(self, target: Target, fmt: str = "parquet") -> bytes:
-        """The published table from `target`, as parquet, CSV or JSON (a list of rows)."""
+    def download(self, target: Target, fmt: str = "parquet", leaderboard: str | None = None) -> bytes:
+        """The published table of ``leaderboard`` (default: the benchmark one) from `target`, as parquet,
+        CSV or JSON (a list of rows)."""
         if fmt not in FORMATS:
             raise InvalidInput(f"format '{fmt}' is not one of: {', '.join(FORMATS)}")
-        data = target.read(layout.TABLE_PARQUET)
+        path = layout.TABLE_PARQUET
+        if leaderboard is not None and leaderboard != self.config.name:
+            board = next((b for b in self.judged if b.name == leaderboard), None)
+            if board is None:
+                known = ", ".join(b.name for b in self.boards)
+                raise InvalidInput(f"leaderboard must be one of the deployment's: {known}")
+            path = judged_files.table_paths(board)[0]
+        data = target.read(path)
         if data is None:
-            raise NothingPublished(f"{target.key} has no {layout.TABLE_PARQUET}: run `leaderboard publish`")
+            raise NothingPublished(f"{target.key} has no {path}: run `leaderboard publish`")
         if fmt == "parquet":
             return data
         table = pq.read_table(io.BytesIO(data))

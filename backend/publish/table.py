@@ -22,7 +22,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from backend.domain import EvalRequest, ModelType
-from backend.leaderboards.config import LeaderboardConfig, columns, stderr_columns
+from backend.judged.config import JudgedConfig
+from backend.leaderboards.config import AnyConfig, columns, stderr_columns
 from backend.storage.evaluations import Evaluation
 from backend.storage.model_metadata import ModelMetadata
 
@@ -81,12 +82,30 @@ def is_moe(architectures: tuple[str, ...]) -> bool:
     )
 
 
-def table_columns(config: LeaderboardConfig) -> list[str]:
+def table_columns(config: AnyConfig) -> list[str]:
+    if isinstance(config, JudgedConfig):
+        from backend.publish.judged_table import judged_columns
+
+        return judged_columns(config)
     return [*REFERENCE_COLUMNS, *stderr_columns(config), *OUR_COLUMNS]
 
 
+def default_sort(config: AnyConfig) -> str:
+    """The column a leaderboard is ranked by unless asked otherwise."""
+    return config.scoring.sort if isinstance(config, JudgedConfig) else config.average.column
+
+
+def stderr_column(config: AnyConfig, column: str) -> str:
+    """The column holding ``column``'s standard error (the rank ranges read it; absent: none)."""
+    if isinstance(config, JudgedConfig):
+        from backend.publish.judged_table import STDERRS
+
+        return STDERRS.get(column, "")
+    return f"{column} stderr"
+
+
 def build_row(
-    evaluation: Evaluation, request: EvalRequest, config: LeaderboardConfig, context: Context
+    evaluation: Evaluation, request: EvalRequest, config: AnyConfig, context: Context
 ) -> dict[str, Any]:
     provenance = evaluation.provenance
     emoji, label = TYPE_LABELS[request.model_type]
@@ -126,6 +145,10 @@ def build_row(
         "Result version": evaluation.version,
         "Rescored": ",".join(dict.fromkeys(r["benchmark"] for r in provenance.get("rescores", []))) or None,
     }
+    if isinstance(config, JudgedConfig):
+        from backend.publish.judged_table import judged_row
+
+        return judged_row(row, evaluation, request, config)
     for name in columns(config):
         row[name] = _float(evaluation.scores.get(name))
     for name in stderr_columns(config):
@@ -137,22 +160,25 @@ def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _schema(names: list[str]) -> pa.Schema:
+def _schema(names: list[str], judged: bool) -> pa.Schema:
+    from backend.publish.judged_table import INT_COLUMNS, STRING_COLUMNS
+
     def kind(name: str) -> pa.DataType:
-        if name in _STRINGS:
+        if name in _STRINGS or (judged and name in STRING_COLUMNS):
             return pa.string()
         if name in BOOL_COLUMNS:
             return pa.bool_()
-        if name in _INTS:
+        if name in _INTS or (judged and name in INT_COLUMNS):
             return pa.int64()
         return pa.float64()
 
     return pa.schema([pa.field(name, kind(name)) for name in names])
 
 
-def to_arrow(rows: list[dict[str, Any]], config: LeaderboardConfig) -> pa.Table:
+def to_arrow(rows: list[dict[str, Any]], config: AnyConfig) -> pa.Table:
     names = table_columns(config)
-    return pa.Table.from_pylist([{n: r.get(n) for n in names} for r in rows], schema=_schema(names))
+    schema = _schema(names, isinstance(config, JudgedConfig))
+    return pa.Table.from_pylist([{n: r.get(n) for n in names} for r in rows], schema=schema)
 
 
 def parquet_bytes(table: pa.Table) -> bytes:

@@ -20,8 +20,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from backend.domain import EvalRequest
-from backend.errors import AlreadyEvaluated, DatabaseUnavailable, LeaderboardError, LeaseLost
+from backend.errors import (
+    AlreadyEvaluated,
+    DatabaseUnavailable,
+    LeaderboardConfigError,
+    LeaderboardError,
+    LeaseLost,
+)
 from backend.evaluation.runner import Runner, RunResult, RunSpec
+from backend.judged.config import JudgedConfig
 from backend.retry import Backoff
 from backend.services.queue import QueueService
 from backend.services.redact import strip_server_paths
@@ -86,14 +93,23 @@ class EvaluationService:
         self.evaluations = evaluations
         self.clock = clock
         self.work_dir = Path(settings.work_dir).resolve()
-        self.runner = runner or Runner(settings.eval_timeout_seconds, self.work_dir / "hub-cache")
+        key = settings.judge_api_key.get_secret_value() if settings.judge_api_key else None
+        self.runner = runner or Runner(settings.eval_timeout_seconds, self.work_dir / "hub-cache", key)
 
     def run_settings(self, folder: Path, attempt: str) -> dict[str, Any]:
         """The RunSpec fields that come from settings, for a run kept in ``folder``: one mapping for the
         worker and for `leaderboard run`, so a reproduction runs exactly as the worker did."""
         settings = self.settings
+        cache = settings.judge_cache or Path(settings.work_dir) / "judgements.sqlite"
         return {
             "leaderboard": settings.config,
+            "judged": settings.judged_leaderboards,
+            "judge_base_url": settings.judge_base_url,
+            "judge_model": settings.judge_model,
+            "judge_concurrency": settings.judge_concurrency,
+            "judge_price_input_per_1k": settings.judge_price_input_per_1k,
+            "judge_price_output_per_1k": settings.judge_price_output_per_1k,
+            "judge_cache": str(Path(cache).resolve()),
             "output_dir": str(folder / attempt),
             "cache_path": str(folder / "request-cache" / "lm-cache"),
             "data_mirror": str(Path(settings.data_mirror).resolve()) if settings.data_mirror else None,
@@ -172,13 +188,14 @@ class EvaluationService:
         if result.ok:
             try:
                 evaluation = self.build_evaluation(request, spec, result, worker_id)
+                judged = self.build_judged(request, spec, result, worker_id)
             except LeaderboardError as exc:
                 return self._fail(
                     request, worker_id, f"the results could not be scored: {exc.message}", False, result
                 )
             try:
                 self._recording(
-                    request.id, lambda: self.evaluations.store_and_finish(evaluation, self.clock())
+                    request.id, lambda: self.evaluations.store_and_finish(evaluation, self.clock(), judged)
                 )
             except (LeaseLost, AlreadyEvaluated) as exc:  # another worker took over: its result counts
                 log.warning("result discarded", extra={"request_id": request.id, "reason": exc.message})
@@ -245,6 +262,57 @@ class EvaluationService:
             ),
         )
 
+    def build_judged(
+        self, request: EvalRequest, spec: RunSpec, result: RunResult, worker_id: str
+    ) -> list[Evaluation]:
+        """The run's results on the deployment's judged leaderboards (backend.judged.run wrote each one's
+        annotations), scored here as `leaderboard judge score` scores them."""
+        from backend.leaderboards.config import load_leaderboard
+        from backend.services.judged import judged_evaluation
+
+        out: list[Evaluation] = []
+        for name, part in (result.outcome.get("judged") or {}).items():
+            config = load_leaderboard(name)
+            if not isinstance(config, JudgedConfig):
+                raise LeaderboardConfigError(
+                    f"LEADERBOARD_JUDGED names {name}, which is not a judged leaderboard"
+                )
+            if part.get("skipped"):
+                log.info(
+                    "not evaluated",
+                    extra={"request_id": request.id, "leaderboard": name, "reason": part["skipped"]},
+                )
+                continue
+            glm = part.get("glm_table_file")
+            out.append(
+                judged_evaluation(
+                    config,
+                    request.id,
+                    Path(part["annotations_file"]),
+                    Path(glm) if glm else None,
+                    {**self._request_provenance(request, spec), **part.get("provenance", {})},
+                    artifacts=str(result.attempt_dir),
+                    attempt=request.attempts,
+                    worker_id=worker_id,
+                    started_at=result.started_at,
+                    finished_at=result.finished_at,
+                )
+            )
+        return out
+
+    @staticmethod
+    def _request_provenance(request: EvalRequest, spec: RunSpec) -> dict[str, Any]:
+        return {
+            "model": request.model,
+            "model_sha": request.sha,
+            "precision": request.precision.value,
+            "weight_type": request.weight_type.value,
+            "base_model": request.base_model,
+            "use_chat_template": request.use_chat_template,
+            "limit": spec.limit,
+            "command": spec.reproduce_command(),
+        }
+
     def build_evaluation(
         self, request: EvalRequest, spec: RunSpec, result: RunResult, worker_id: str
     ) -> Evaluation:
@@ -276,6 +344,11 @@ class EvaluationService:
             "harness_arguments": result.outcome.get("harness_arguments"),
             "harness_command": result.outcome.get("harness_command"),
             "deviations": result.outcome.get("deviations", {}),
+            "judged_skipped": {
+                name: part["skipped"]
+                for name, part in (result.outcome.get("judged") or {}).items()
+                if part.get("skipped")
+            },
             "command": spec.reproduce_command(),
             "hardware": result.outcome.get("hardware"),
             "total_evaluation_time_seconds": _seconds(results.get("total_evaluation_time_seconds")),

@@ -4,17 +4,18 @@ the published table's columns; sorted, filtered and searched for the API."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from backend.domain import EvalRequest, ModelType, Precision
 from backend.errors import InvalidInput
-from backend.leaderboards.config import LeaderboardConfig
-from backend.publish.table import TYPE_LABELS, Context, build_row, table_columns
+from backend.judged.config import JudgedConfig
+from backend.leaderboards.config import AnyConfig, LeaderboardConfig
+from backend.publish.table import TYPE_LABELS, Context, build_row, default_sort, stderr_column, table_columns
 from backend.storage.evaluations import Evaluation, EvaluationRepository
 from backend.storage.model_metadata import ModelMetadataRepository
 from backend.storage.moderation import ModerationRepository
@@ -31,7 +32,7 @@ def table_context(moderation: ModerationRepository, metadata: ModelMetadataRepos
 
 
 def latest_rows(
-    results: Iterable[tuple[Evaluation, EvalRequest]], config: LeaderboardConfig, context: Context
+    results: Iterable[tuple[Evaluation, EvalRequest]], config: AnyConfig, context: Context
 ) -> list[dict[str, Any]]:
     """Table rows, one per (model, sha, precision): the last of ``results`` (ordered by request, then
     version) wins; sorted by that key."""
@@ -94,8 +95,10 @@ class Table:
         latest: dict[Key, tuple[Evaluation, EvalRequest]],
         context: Context,
         rows: dict[Key, dict[str, Any]],
+        stderr_of: Callable[[str], str] = lambda column: f"{column} stderr",
     ) -> None:
         self.stamp = stamp
+        self.stderr_of = stderr_of
         self.latest = latest
         self.context = context
         self.by_key = rows
@@ -117,25 +120,28 @@ class Table:
         """The scores ± standard errors of ``ordered(column, descending)``, for its rank ranges, built once."""
         found = self._intervals.get((column, descending))
         if found is None:
-            found = Intervals(self.ordered(column, descending), column, f"{column} stderr", descending)
+            found = Intervals(self.ordered(column, descending), column, self.stderr_of(column), descending)
             self._intervals[(column, descending)] = found
         return found
 
 
-class LeaderboardService:
+C = TypeVar("C", LeaderboardConfig, JudgedConfig)
+
+
+class LeaderboardService(Generic[C]):
     """The table, built once and kept while its stamp (a few cheap queries a call) stays the same; when
     results are added only those are read, and a change of moderation or Hub metadata rebuilds the rows from
     the results already read. The harness output of a result is never read for it."""
 
     def __init__(
         self,
-        config: LeaderboardConfig,
+        config: C,
         evaluations: EvaluationRepository,
         requests: RequestRepository,
         moderation: ModerationRepository,
         metadata: ModelMetadataRepository,
     ) -> None:
-        self.config = config
+        self.config: C = config
         self.evaluations = evaluations
         self.requests = requests
         self.moderation = moderation
@@ -147,13 +153,18 @@ class LeaderboardService:
     def columns(self) -> list[str]:
         return table_columns(self.config)
 
+    @property
+    def default_sort(self) -> str:
+        """The column the table is ranked by unless asked otherwise."""
+        return default_sort(self.config)
+
     def rows(self) -> list[dict[str, Any]]:
         """Every row, by (model, sha, precision)."""
         return [dict(row) for row in self.table().rows]
 
     def ranked(self) -> list[dict[str, Any]]:
         """Every row, best average first (rows without an average last)."""
-        return [dict(row) for row in self._ordered(Query(sort=self.config.average.column))]
+        return [dict(row) for row in self._ordered(Query(sort=self.default_sort))]
 
     def query(self, query: Query, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
         """(rows matching, the page of them) sorted by ``query.sort`` (missing values last)."""
@@ -239,7 +250,7 @@ class LeaderboardService:
             for key in changed:
                 evaluation, request = latest[key]
                 rows[key] = build_row(evaluation, request, self.config, context)
-        return Table(stamp, latest, context, rows)
+        return Table(stamp, latest, context, rows, lambda column: stderr_column(self.config, column))
 
     def _added(self, previous: Table, stamp: Stamp) -> list[tuple[Evaluation, EvalRequest]] | None:
         """The results stored since ``previous`` was built, with their requests; None when more changed than

@@ -3,6 +3,7 @@ later versions added by re-scoring, the earlier ones kept."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -70,15 +71,21 @@ class EvaluationRepository:
         self.db = db
         self.requests = requests
 
-    def store_and_finish(self, evaluation: Evaluation, now: datetime) -> None:
-        """Store the evaluation and move its request RUNNING -> FINISHED in one transaction.
+    def store_and_finish(
+        self, evaluation: Evaluation, now: datetime, more: Sequence[Evaluation] = ()
+    ) -> None:
+        """Store the evaluation (and ``more``: the same run's results on the deployment's other
+        leaderboards) and move its request RUNNING -> FINISHED in one transaction.
 
         Raises LeaseLost (and stores nothing) when the worker no longer holds the request, and
         AlreadyEvaluated when an evaluation is already stored: a result is never recorded twice.
         """
-        if evaluation.version != 1:
+        every = (evaluation, *more)
+        if any(e.version != 1 for e in every):
             raise ValueError("store_and_finish stores a run's first version; re-scores use add_version")
-        values = _values(evaluation)
+        if any(e.request_id != evaluation.request_id for e in every):
+            raise ValueError("store_and_finish stores the results of one request")
+        boards = ", ".join(e.leaderboard for e in every)
         try:
             with self.db.transaction() as conn:
                 self.requests.transition_in(
@@ -86,15 +93,15 @@ class EvaluationRepository:
                     evaluation.request_id,
                     Status.FINISHED,
                     actor=evaluation.worker_id,
-                    reason=f"evaluated on {evaluation.leaderboard} in {evaluation.duration_seconds:.0f} s",
+                    reason=f"evaluated on {boards} in {evaluation.duration_seconds:.0f} s",
                     now=now,
                     worker_id=evaluation.worker_id,
                 )
-                conn.execute(insert(evaluations).values(values))
+                conn.execute(insert(evaluations), [_values(e) for e in every])
         except IntegrityError as exc:
             if _is_duplicate_version(exc):
                 raise AlreadyEvaluated(
-                    f"request {evaluation.request_id} already has an evaluation on {evaluation.leaderboard}"
+                    f"request {evaluation.request_id} already has an evaluation on {boards}"
                 ) from exc
             raise
 

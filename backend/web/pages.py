@@ -25,18 +25,21 @@ from backend.api.deps import Ctx
 from backend.api.schemas import LogView, visible_tail
 from backend.domain import EvalRequest, ModelType, Precision, Status
 from backend.errors import InvalidInput, LeaderboardError, RequestNotFound
-from backend.leaderboards.config import LeaderboardConfig
+from backend.judged.config import JudgedConfig
+from backend.leaderboards.config import AnyConfig, LeaderboardConfig
 from backend.leaderboards.config import columns as config_columns
 from backend.publish import files as layout
+from backend.publish.judged_table import INT_COLUMNS, MODEL_COLUMNS, NAME, PROVENANCE_COLUMNS, STDERRS
 from backend.publish.table import (
     BOOL_COLUMNS,
     OUR_COLUMNS,
     REFERENCE_COLUMNS,
     TYPE_LABELS,
     co2_cost_kg,
+    stderr_column,
     table_columns,
 )
-from backend.services.leaderboard import Query
+from backend.services.leaderboard import LeaderboardService, Query
 from backend.services.redact import strip_server_paths
 from backend.storage.evaluations import Evaluation
 from backend.storage.tokens import token_hash
@@ -66,6 +69,7 @@ class TableView:
     hide_flagged: bool = False
     hide_merged: bool = False
     columns: tuple[str, ...] = ()  # chosen in the column picker; empty: the default columns
+    path: str = "/"  # the page: "/" (the benchmark leaderboard) or /leaderboards/<name>
 
     def query(self) -> Query:
         return Query(
@@ -108,7 +112,7 @@ class TableView:
 
     def url(self, **changes: Any) -> str:
         """This view's URL with ``changes`` (None removes a parameter; the defaults are left out)."""
-        return "/?" + urlencode(self.params(**changes), doseq=True)
+        return self.path + "?" + urlencode(self.params(**changes), doseq=True)
 
     def unfiltered_url(self, path: str) -> str:
         """``path`` with this view's sort and columns but none of its filters."""
@@ -160,7 +164,11 @@ def _switch(params: Mapping[str, str], name: str) -> bool:
 
 
 def read_view(
-    params: Mapping[str, str], columns: list[str], default_sort: str, chosen: Sequence[str] = ()
+    params: Mapping[str, str],
+    columns: list[str],
+    default_sort: str,
+    chosen: Sequence[str] = (),
+    path: str = "/",
 ) -> TableView:
     """The view in the URL's parameters (``chosen``: the repeated ``col`` parameter); InvalidInput names
     the first that is not valid and what is."""
@@ -195,6 +203,7 @@ def read_view(
         hide_flagged=_switch(params, "hide_flagged"),
         hide_merged=_switch(params, "hide_merged"),
         columns=tuple(dict.fromkeys(chosen)),
+        path=path,
     )
 
 
@@ -210,15 +219,16 @@ class Column:
     stderr: str | None = None
 
 
-def page_columns(config: LeaderboardConfig) -> dict[str, Column]:
+def page_columns(config: AnyConfig) -> dict[str, Column]:
     """Every column the picker offers, in the table's order, each with how it is shown."""
-    scores = set(config_columns(config))
+    judged = isinstance(config, JudgedConfig)
+    scores = set(config.columns if isinstance(config, JudgedConfig) else config_columns(config))
     out: dict[str, Column] = {}
     for name in table_columns(config):
-        if name == MODEL_COLUMN:
+        if name == MODEL_COLUMN or (judged and name == NAME):
             continue
-        if name in scores:
-            out[name] = Column(name, "score", f"{name} stderr")
+        if name in scores and (not judged or name not in INT_COLUMNS):
+            out[name] = Column(name, "score", stderr_column(config, name) or None)
         elif name == "#Params (B)":
             out[name] = Column(name, "params")
         elif name == "Type":
@@ -232,8 +242,12 @@ def page_columns(config: LeaderboardConfig) -> dict[str, Column]:
     return out
 
 
-def default_columns(config: LeaderboardConfig) -> list[str]:
-    """Shown until the picker chooses: the average, the benchmarks, type, size, precision, chat template."""
+def default_columns(config: AnyConfig) -> list[str]:
+    """Shown until the picker chooses: the average, the benchmarks, type, size, precision, chat template
+    (a judged leaderboard: its metrics but their standard errors, shown beside them)."""
+    if isinstance(config, JudgedConfig):
+        errors = set(STDERRS.values())
+        return [*(c for c in config.columns if c not in errors), "Type", "#Params (B)", "Precision"]
     return [
         config.average.column,
         *(b.column for b in config.benchmarks),
@@ -244,10 +258,17 @@ def default_columns(config: LeaderboardConfig) -> list[str]:
     ]
 
 
-def picker_groups(config: LeaderboardConfig) -> list[tuple[str, list[str]]]:
-    """The column picker's sections: the reference's 36 columns, standard errors, and ours."""
-    ours = set(OUR_COLUMNS)
+def picker_groups(config: AnyConfig) -> list[tuple[str, list[str]]]:
+    """The column picker's sections: the reference's 36 columns, standard errors, and ours (a judged
+    leaderboard: AlpacaEval's metrics, the model, the judgement's provenance)."""
     names = list(page_columns(config))
+    if isinstance(config, JudgedConfig):
+        return [
+            ("AlpacaEval's metrics", [n for n in names if n in config.columns]),
+            ("The model", [n for n in names if n in MODEL_COLUMNS]),
+            ("Ours (provenance)", [n for n in names if n in PROVENANCE_COLUMNS]),
+        ]
+    ours = set(OUR_COLUMNS)
     return [
         ("The reference's columns", [n for n in names if n in REFERENCE_COLUMNS]),
         ("Standard errors", [n for n in names if n.endswith(" stderr")]),
@@ -387,36 +408,59 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def board_page(request: Request, ctx: Ctx, board: LeaderboardService[Any], path: str) -> HTMLResponse:
+    """A leaderboard's table page: the benchmark one at /, a judged one at /leaderboards/<name>."""
+    config = board.config
+    params = request.query_params
+    try:
+        view = read_view(params, board.columns, board.default_sort, params.getlist("col"), path)
+    except InvalidInput as exc:
+        return problem(request, ctx, 400, exc.message, path)
+    table = board.page(view.query(), PAGE_ROWS, (view.page - 1) * PAGE_ROWS)
+    available = page_columns(config)
+    shown = [available[name] for name in (view.columns or default_columns(config))]
+    judged = isinstance(config, JudgedConfig)
+    return page(
+        request,
+        ctx,
+        "leaderboard.html",
+        view=view,
+        board_title=config.title,
+        judged=config if judged else None,
+        boards=[
+            (name, b.config.title, "/" if b is ctx.leaderboard else f"/leaderboards/{name}")
+            for name, b in ctx.app.leaderboards.items()
+        ],
+        download="" if board is ctx.leaderboard else f"&leaderboard={config.name}",
+        result_path="/requests/" if judged else "/results/",
+        table=table,
+        rows=zip(table.rows, table.ranks, strict=True),
+        pages=max(1, math.ceil(table.total / PAGE_ROWS)),
+        columns=shown,
+        picker=picker_groups(config),
+        shown_names={c.name for c in shown},
+        ranked_by_error=bool(stderr_column(config, view.sort))
+        and stderr_column(config, view.sort) in board.columns,
+        model_types=[(m.value, TYPE_LABELS[m][1]) for m in ModelType],
+        precisions=[p.value for p in Precision],
+    )
+
+
 def build() -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     @router.get("/", response_class=HTMLResponse)
     def leaderboard(request: Request, ctx: Ctx) -> HTMLResponse:
-        board = ctx.leaderboard
-        config = board.config
-        params = request.query_params
-        try:
-            view = read_view(params, board.columns, config.average.column, params.getlist("col"))
-        except InvalidInput as exc:
-            return problem(request, ctx, 400, exc.message, "/")
-        table = board.page(view.query(), PAGE_ROWS, (view.page - 1) * PAGE_ROWS)
-        available = page_columns(config)
-        shown = [available[name] for name in (view.columns or default_columns(config))]
-        return page(
-            request,
-            ctx,
-            "leaderboard.html",
-            view=view,
-            table=table,
-            rows=zip(table.rows, table.ranks, strict=True),
-            pages=max(1, math.ceil(table.total / PAGE_ROWS)),
-            columns=shown,
-            picker=picker_groups(config),
-            shown_names={c.name for c in shown},
-            ranked_by_error=f"{view.sort} stderr" in board.columns,
-            model_types=[(m.value, TYPE_LABELS[m][1]) for m in ModelType],
-            precisions=[p.value for p in Precision],
-        )
+        return board_page(request, ctx, ctx.leaderboard, "/")
+
+    @router.get("/leaderboards/{name}", response_class=HTMLResponse)
+    def leaderboard_by_name(name: str, request: Request, ctx: Ctx) -> HTMLResponse:
+        board = ctx.app.leaderboards.get(name)
+        if board is None:
+            return problem(request, ctx, 404, "no leaderboard of this name is served here", "/")
+        if board is ctx.leaderboard:
+            return board_page(request, ctx, board, "/")
+        return board_page(request, ctx, board, f"/leaderboards/{name}")
 
     @router.get("/results/{request_id}", response_class=HTMLResponse)
     def result(request_id: str, request: Request, ctx: Ctx) -> HTMLResponse:
