@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from backend.domain import EvalRequest
@@ -121,6 +122,15 @@ class App:
                 raise ConfigurationError(f"LEADERBOARD_JUDGED: {config.name} is served twice")
             configs.append(config)
         return configs
+
+    def glm_table(self, config: JudgedConfig) -> Path | None:
+        """The length-controlled GLM's table of ``config`` from the data mirror, None when it has none
+        (the fallback GLM is fitted then, and named)."""
+        if config.scoring.glm_table is None or self.settings.data_mirror is None:
+            return None
+        from backend.judged.data import glm_table_path
+
+        return glm_table_path(config, Path(self.settings.data_mirror))
 
     @cached_property
     def leaderboard(self) -> LeaderboardService[LeaderboardConfig]:

@@ -57,6 +57,49 @@ def score(annotations: str, glm_table: str | None, as_json: bool) -> None:
     emit(as_json, result, text)
 
 
+@judge.command("import")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--leaderboard",
+    default="alpaca_eval_2",
+    show_default=True,
+    help="The judged leaderboard the results become evaluations of (its annotator's annotations are read).",
+)
+@click.option(
+    "--glm-table",
+    metavar="PATH",
+    default=None,
+    help="df_gamed.csv for the length-controlled win rate (default: the data mirror's, when it has it).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@handle_errors
+def import_(folder: Path, leaderboard: str, glm_table: str | None, as_json: bool) -> None:
+    """Import AlpacaEval's results/<model>/ folders (model_outputs.json, <annotator>/annotations.json) as
+    evaluations of a judged leaderboard, scored here from the annotations. FOLDER is results/ or one model's
+    folder. Importing a file again imports nothing."""
+    from backend.cli.common import open_app
+    from backend.judged.config import JudgedConfig
+    from backend.leaderboards.config import load_leaderboard
+    from backend.services.judged_import import JudgedImportService
+
+    config = load_leaderboard(leaderboard)
+    if not isinstance(config, JudgedConfig):
+        raise click.BadParameter(f"{leaderboard} is not a judged leaderboard", param_hint="--leaderboard")
+    with open_app() as app:
+        table = Path(glm_table) if glm_table else app.glm_table(config)
+        service = JudgedImportService(app.requests, app.evaluations, app.clock, Path(app.settings.work_dir))
+        report = service.import_folder(config, folder, table)
+
+    def text() -> None:
+        console.print(
+            f"{config.name}: {len(report.imported)} imported, {len(report.already)} already imported"
+        )
+        for name, why in report.skipped:
+            console.print(f"  skipped {name}: {why}", markup=False)
+
+    emit(as_json, report.as_dict(), text)
+
+
 def _shown(value: object) -> str:
     if value is None:
         return "-"

@@ -44,7 +44,8 @@ def judged_row(
     """A judged table row from the benchmark table's model columns (``base``, built by table.build_row)."""
     provenance = evaluation.provenance
     judged = provenance.get("judged") or {}
-    row: dict[str, Any] = {NAME: generator_name(request)}
+    generator = judged.get("generator")
+    row: dict[str, Any] = {NAME: generator if isinstance(generator, str) else generator_name(request)}
     for column in config.columns:
         value = evaluation.scores.get(column)
         if not isinstance(value, int | float) or isinstance(value, bool):

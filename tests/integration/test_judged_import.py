@@ -1,0 +1,148 @@
+"""`leaderboard judge import`: AlpacaEval's results folders become a judged leaderboard's evaluations, scored
+from their annotations; the judged table is served, published in its own folder and loads with datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from backend.app import App
+from backend.cli.main import cli
+from backend.judged.annotations import parse_annotations
+from backend.judged.glm import read_glm_table
+from backend.judged.score import score
+from backend.leaderboards.config import load_leaderboard
+from backend.publish.targets import LocalFolderTarget
+from backend.services.judged_import import JudgedImportService
+from backend.services.leaderboard import Query
+from backend.settings import Settings
+
+from ..judged_data import make_records, write_table
+
+
+def _results_folder(root: Path) -> Path:
+    """AlpacaEval's results/ layout: two judged models, one folder without this annotator's annotations."""
+    results = root / "results"
+    for seed, model in ((1, "Model-A-Chat"), (2, "model_b.v2")):
+        folder = results / model / "weighted_alpaca_eval_gpt4_turbo"
+        folder.mkdir(parents=True)
+        records = make_records(seed, 40, "length_biased", model)
+        (folder / "annotations.json").write_text(json.dumps(records))
+        outputs = [
+            {"instruction": r["instruction"], "output": r["output_2"], "generator": model, "dataset": "x"}
+            for r in records
+        ]
+        (results / model / "model_outputs.json").write_text(json.dumps(outputs))
+    (results / "only-outputs").mkdir()
+    (results / "only-outputs" / "model_outputs.json").write_text("[]")
+    return results
+
+
+@pytest.fixture
+def judged_app(database_url: str, clock, tmp_path: Path):
+    settings = Settings(database_url=database_url, judged="alpaca_eval_2", work_dir=tmp_path / "work")
+    application = App.open(settings)
+    application.clock = clock
+    yield application
+    application.close()
+
+
+def test_import_scores_publishes_and_loads(judged_app: App, tmp_path: Path) -> None:
+    import datasets
+
+    config = load_leaderboard("alpaca_eval_2")
+    results = _results_folder(tmp_path)
+    table_file = write_table(tmp_path / "df_gamed.csv", 40)
+    service = JudgedImportService(
+        judged_app.requests, judged_app.evaluations, judged_app.clock, tmp_path / "work"
+    )
+    report = service.import_folder(config, results, table_file)  # type: ignore[arg-type]
+    assert report.imported == ["alpaca_eval/Model-A-Chat", "alpaca_eval/model_b.v2"]
+    assert [name for name, _ in report.skipped] == ["only-outputs"]
+    assert "not judged by this leaderboard's annotator" in report.skipped[0][1]
+
+    # Scored here, exactly as `leaderboard judge score` scores the same file.
+    annotations = results / "Model-A-Chat" / "weighted_alpaca_eval_gpt4_turbo" / "annotations.json"
+    expected = score(parse_annotations(annotations.read_bytes(), "a"), read_glm_table(table_file)).as_dict()
+    board = judged_app.leaderboards["alpaca_eval_2"]
+    rows = {row["name"]: row for row in board.rows()}
+    assert set(rows) == {"Model-A-Chat", "model_b.v2"}
+    row = rows["Model-A-Chat"]
+    for key in (
+        "win_rate",
+        "standard_error",
+        "length_controlled_winrate",
+        "lc_standard_error",
+        "discrete_win_rate",
+    ):
+        assert row[key] == pytest.approx(expected[key], abs=1e-12)
+    assert (row["n_wins"], row["n_total"], row["avg_length"]) == (
+        expected["n_wins"],
+        expected["n_total"],
+        expected["avg_length"],
+    )
+    assert row["Length-controlled GLM"] == "length_controlled_v1"
+    total, ranked = board.query(Query(sort="length_controlled_winrate"), 10, 0)
+    assert total == 2 and ranked[0]["length_controlled_winrate"] >= ranked[1]["length_controlled_winrate"]
+    assert judged_app.leaderboard.rows() == []  # imported models have no benchmark result
+
+    again = service.import_folder(config, results, table_file)  # type: ignore[arg-type]
+    assert again.imported == [] and again.already == report.imported
+
+    folder = tmp_path / "published"
+    published = judged_app.publishing.publish(LocalFolderTarget(folder))
+    assert published.published == 2
+    base = folder / "judged" / "alpaca_eval_2"
+    assert (base / "results" / "alpaca_eval__Model-A-Chat" / "model_outputs.json").is_file()
+    copied = (
+        base
+        / "results"
+        / "alpaca_eval__Model-A-Chat"
+        / "weighted_alpaca_eval_gpt4_turbo"
+        / "annotations.json"
+    )
+    assert copied.read_bytes() == annotations.read_bytes()
+    loaded = datasets.load_dataset(str(folder), "alpaca_eval_2", split="train")
+    assert loaded.column_names[:11] == ["name", *config.columns]  # type: ignore[union-attr]
+    assert {r["name"] for r in loaded} == {"Model-A-Chat", "model_b.v2"}
+    assert judged_app.publishing.publish(LocalFolderTarget(folder)).published == 0
+
+
+def test_a_foreign_reference_or_broken_file_is_skipped_with_the_reason(
+    judged_app: App, tmp_path: Path
+) -> None:
+    config = load_leaderboard("alpaca_eval_2")
+    folder = tmp_path / "results" / "other" / "weighted_alpaca_eval_gpt4_turbo"
+    folder.mkdir(parents=True)
+    records = make_records(3, 10, "uniform", "other")
+    for r in records:
+        r["generator_1"] = "text_davinci_003"
+    (folder / "annotations.json").write_text(json.dumps(records))
+    broken = tmp_path / "results" / "broken" / "weighted_alpaca_eval_gpt4_turbo"
+    broken.mkdir(parents=True)
+    (broken / "annotations.json").write_text('[{"instruction": 1}]')
+    service = JudgedImportService(
+        judged_app.requests, judged_app.evaluations, judged_app.clock, tmp_path / "work"
+    )
+    report = service.import_folder(config, tmp_path / "results", None)  # type: ignore[arg-type]
+    reasons = dict(report.skipped)
+    assert report.imported == []
+    assert "text_davinci_003" in reasons["other"] and "reference is gpt4_1106_preview" in reasons["other"]
+    assert "broken" in reasons and str(tmp_path) not in reasons["broken"]
+
+
+def test_the_cli_imports_and_reports(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEADERBOARD_DATABASE_URL", database_url)
+    monkeypatch.setenv("LEADERBOARD_WORK_DIR", str(tmp_path / "work"))
+    results = _results_folder(tmp_path)
+    out = CliRunner().invoke(cli, ["judge", "import", str(results / "Model-A-Chat"), "--json"])
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output)
+    assert report["imported"] == ["alpaca_eval/Model-A-Chat"] and report["leaderboard"] == "alpaca_eval_2"
+    out = CliRunner().invoke(cli, ["judge", "import", str(tmp_path / "nowhere")])
+    assert out.exit_code != 0 and "not a folder" in out.output
