@@ -1,4 +1,5 @@
-"""What the model endpoint's tests share: a store of real tiny models, transformers' own answers to compare
+"""What the model endpoint's tests share: a store of real tiny models and a pool loading them (fixtures a
+test module binds: ``store, pool = serving.store, serving.pool``), transformers' own answers to compare
 with (computed without our code), a live server in a thread, and a real server that fails on purpose."""
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend.hub.local_store import LocalModelStore
 from backend.modelbuilder import build_tiny_model
+from backend.serving.models import ModelPool
 
 #: The store's repositories and the options they are built with.
 REPOS: dict[str, dict[str, Any]] = {
@@ -41,6 +44,16 @@ def build_store(root: Path) -> LocalModelStore:
     for repo_id, options in REPOS.items():
         build_tiny_model(store, repo_id, **options)
     return store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> LocalModelStore:
+    return build_store(tmp_path_factory.mktemp("serving-store"))
+
+
+@pytest.fixture(scope="module")
+def pool(store: LocalModelStore) -> ModelPool:
+    return ModelPool(store, max_loaded=2, device="cpu")
 
 
 def snapshot(store: LocalModelStore, repo_id: str) -> Path:

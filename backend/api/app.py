@@ -16,6 +16,7 @@ from backend.api.limits import RateLimiter
 from backend.api.metrics import ApiMetrics
 from backend.api.middleware import AccessLog, BodyLimit
 from backend.app import App
+from backend.asgi import UnexpectedErrors
 from backend.services.auth import build_authenticator
 from backend.storage.stats import StatsRepository
 from backend.storage.tokens import TokenRepository
@@ -85,7 +86,9 @@ def create_api(app: App, background: Sequence[Background] = ()) -> FastAPI:
     api.include_router(plots.build())
     api.mount("/static", StaticFiles(packages=[("backend.web", "static")]), name="static")
     # Outermost last: the access log sees the 413s of the body limit and the 500s of unexpected errors.
-    api.add_middleware(errors.UnexpectedErrors)
+    api.add_middleware(
+        UnexpectedErrors, answer=errors.internal_error, log=errors.log, count=errors.count_internal_error
+    )
     api.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     api.add_middleware(AccessLog, requests_counter=metrics.requests, latency=metrics.latency)
     return api

@@ -1,8 +1,9 @@
 """One JSON error shape for every error the API returns: {"error": {"code", "message", "status", ...}}.
 
 LeaderboardError carries its own code and status; validation errors name the fields (never echoing the
-values sent); unknown routes and methods get the same shape; anything unexpected is a 500 with no detail,
-its traceback logged on the server only, once. No message names a path of the server.
+values sent); unknown routes and methods get the same shape; anything unexpected is a 500 with no detail
+(internal_error, sent by asgi.UnexpectedErrors), its traceback logged on the server only, once. No message
+names a path of the server.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from backend.errors import LeaderboardError, RateLimited, SubmissionRejected
 from backend.services.redact import strip_server_paths
@@ -110,32 +111,11 @@ def install(api: FastAPI) -> None:
         return error_response(exc.status_code, code, str(message), headers)
 
 
-class UnexpectedErrors:
-    """The last resort, innermost of the middleware: an exception no handler knows becomes a 500 in the one
-    shape, logged here once with its traceback. (A handler for Exception would run in Starlette's
-    ServerErrorMiddleware, which re-raises the exception for the server to log it a second time.)"""
+def internal_error() -> JSONResponse:
+    """The 500 of an exception no handler knows (asgi.UnexpectedErrors): no detail, it is logged."""
+    return error_response(500, "internal_error", "internal error: it is logged on the server")
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception:
-            log.exception("unexpected error", extra={"path": scope["path"]})
-            if "app" in scope:
-                count_error(scope["app"], "internal_error")
-            if not started:  # else the client sees the answer cut short; nothing else can be sent
-                response = error_response(500, "internal_error", "internal error: it is logged on the server")
-                await response(scope, receive, send)
+def count_internal_error(scope: Scope) -> None:
+    if "app" in scope:
+        count_error(scope["app"], "internal_error")

@@ -28,8 +28,9 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from backend.asgi import UnexpectedErrors
 from backend.errors import (
     ChatRequestInvalid,
     LeaderboardError,
@@ -57,6 +58,10 @@ T = TypeVar("T")
 def error_response(status: int, message: str, code: str | None, param: str | None = None) -> JSONResponse:
     headers = {"Retry-After": "1"} if status in (429, 503) else None
     return JSONResponse(error_json(status, message, code, param), status_code=status, headers=headers)
+
+
+def _internal_error() -> JSONResponse:
+    return error_response(500, "internal error: it is logged on the server", "internal_error")
 
 
 @dataclass
@@ -136,32 +141,6 @@ def _event(body: dict[str, Any] | str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-class _UnexpectedErrors:
-    """Innermost middleware: an exception no handler knows is a 500 in OpenAI's shape, logged once."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception:
-            log.exception("unexpected error", extra={"path": scope["path"]})
-            if not started:
-                response = error_response(500, "internal error: it is logged on the server", "internal_error")
-                await response(scope, receive, send)
-
-
 class _Slots:
     """Requests in progress, at most ``limit`` (counted on the event loop's thread only)."""
 
@@ -233,7 +212,7 @@ def create_serving_app(
         openapi_url=None,
         lifespan=lifespan,
     )
-    app.add_middleware(_UnexpectedErrors)
+    app.add_middleware(UnexpectedErrors, answer=_internal_error, log=log)
 
     async def in_worker(function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(executor, functools.partial(function, *args))

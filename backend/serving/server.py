@@ -5,21 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-import h11
 from fastapi import FastAPI
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from backend import asgi
 from backend.errors import ConfigurationError
 from backend.hub.local_store import LocalModelStore
 from backend.serving.app import create_serving_app
 from backend.serving.models import Catalog, ModelPool
 from backend.serving.protocol import Limits, error_json
 from backend.settings import Settings
-
-UNPARSABLE = (
-    "the request is not valid HTTP/1.1: check its request line and headers (Content-Length must be a "
-    "number of bytes)"
-)
 
 
 def model_names(value: str | Sequence[str]) -> list[str]:
@@ -50,36 +44,7 @@ def serving_app(settings: Settings, models: Sequence[str] = ()) -> tuple[FastAPI
     return app, catalog
 
 
-class OpenAIErrorH11Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol, with its answer to an unparsable request (a Content-Length of -1, a
-    header line without a colon) in OpenAI's error shape, like every other error of the endpoint."""
-
-    def send_400_response(self, msg: str) -> None:
-        body = json.dumps(error_json(400, UNPARSABLE, "invalid_http")).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        for event in (
-            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
-            h11.Data(data=body),
-            h11.EndOfMessage(),
-        ):
-            self.transport.write(self.conn.send(event))
-        self.transport.close()
-
-
 def run(app: FastAPI, host: str, port: int) -> None:
-    """Serve ``app`` until the process is stopped; no access log of uvicorn's, no Server header."""
-    import uvicorn
-
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        http=OpenAIErrorH11Protocol,
-        access_log=False,
-        log_config=None,
-        server_header=False,
-    )
+    """Serve ``app`` until the process is stopped, an unparsable request answered in OpenAI's error shape."""
+    unparsable = json.dumps(error_json(400, asgi.UNPARSABLE, "invalid_http")).encode()
+    asgi.serve(app, host, port, unparsable=unparsable)

@@ -19,23 +19,16 @@ from backend.retry import Backoff
 from backend.serving.app import create_serving_app
 from backend.serving.client import ChatCall, ChatClient, ChatMessage
 from backend.serving.models import Catalog, ModelPool
-from tests.serving import CHAT, Flaky, Reference, build_store, free_port, live, reference
+from tests import serving
+from tests.serving import CHAT, Flaky, Reference, free_port, live, reference
 
 pytestmark = pytest.mark.slow
+# The shared fixtures, under the names the tests ask for: a store of real tiny models and a pool over it.
+store, pool = serving.store, serving.pool
 MAX_TOKENS = 16
 FAST = Backoff(attempts=3, base_s=0.01, max_s=0.5)
 KEY = "sk-test-" + "x" * 16
 MESSAGES = tuple(ChatMessage(m["role"], m["content"]) for m in CHAT)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> LocalModelStore:
-    return build_store(tmp_path_factory.mktemp("client-store"))
-
-
-@pytest.fixture(scope="module")
-def pool(store: LocalModelStore) -> ModelPool:
-    return ModelPool(store, max_loaded=2, device="cpu")
 
 
 @pytest.fixture(scope="module")

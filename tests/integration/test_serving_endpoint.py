@@ -18,20 +18,13 @@ from backend.hub.local_store import LocalModelStore
 from backend.serving.app import create_serving_app
 from backend.serving.models import Catalog, ModelPool
 from backend.serving.protocol import Limits
-from tests.serving import CHAT, Reference, build_store, live, reference
+from tests import serving
+from tests.serving import CHAT, Reference, live, reference
 
 pytestmark = pytest.mark.slow
+# The shared fixtures, under the names the tests ask for: a store of real tiny models and a pool over it.
+store, pool = serving.store, serving.pool
 MAX_TOKENS = 24
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> LocalModelStore:
-    return build_store(tmp_path_factory.mktemp("serving-store"))
-
-
-@pytest.fixture(scope="module")
-def pool(store: LocalModelStore) -> ModelPool:
-    return ModelPool(store, max_loaded=2, device="cpu")
 
 
 @pytest.fixture(scope="module")
