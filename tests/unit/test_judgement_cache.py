@@ -205,7 +205,7 @@ def test_a_run_judges_what_is_missing_and_a_rerun_nothing(cache):
     assert run.pairs[1].raw_completion == "1.0"  # the model shown first and longer: 1 in the shown order
     assert run.pairs[0].price_per_example == 0.01 and run.pairs[3].price_per_example is None
     assert run.pairs[0].time_per_example == pytest.approx(0.1)
-    again = judge_pairs(judge, PAIRS + [Pair("new", "x", "y")], cache, concurrency=3)
+    again = judge_pairs(judge, [*PAIRS, Pair("new", "x", "y")], cache, concurrency=3)
     assert (again.judged_anew, again.from_cache, len(judge.asked)) == (1, 4, 5)
     assert [p.preference for p in again.pairs][:5] == [p.preference for p in run.pairs]
 
