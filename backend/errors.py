@@ -523,3 +523,33 @@ class LeaderboardNotFound(LeaderboardError):
 
     http_status = 404
     code = "leaderboard_not_found"
+
+
+class JudgementCacheInvalid(LeaderboardError):
+    """The judgement cache file cannot be used (not SQLite, another schema, or a row that fails its checks):
+    move the file aside (or delete the row the message names) and judge again; nothing else is lost."""
+
+    http_status = 500
+    code = "judgement_cache_invalid"
+
+    def __init__(self, source: str, problem: str, fix: str) -> None:
+        self.source = source
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{source}: {problem}. Fix: {fix}")
+
+
+class JudgePromptInvalid(LeaderboardError):
+    """The judge's prompt template cannot be used (missing, not UTF-8, or without the placeholders the judge
+    fills): restore the file under tasks/judges/ from the repository."""
+
+    http_status = 500
+    code = "judge_prompt_invalid"
+
+
+class JudgeNotLoadable(LeaderboardError):
+    """The local judge model cannot be loaded: give a folder (or a Hub cache entry at a pinned commit) with
+    config.json, safetensors weights and a tokenizer that transformers loads with trust_remote_code=False."""
+
+    http_status = 500
+    code = "judge_not_loadable"

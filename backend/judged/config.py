@@ -45,6 +45,12 @@ METRICS = (
     "avg_length",
 )
 MAX_STOP_SEQUENCES = 16
+#: Why a request is not evaluated on a judged leaderboard: the rule and the fix.
+JUDGED_NEEDS_CHAT_TEMPLATE = (
+    "rule judged-chat-template: a judged leaderboard compares chat answers, so it evaluates only models "
+    "submitted with their chat template; submit the model with its chat template (a chat_template in "
+    "tokenizer_config.json) to be evaluated on it"
+)
 
 
 class JudgeKind(enum.StrEnum):

@@ -28,7 +28,7 @@ from backend.errors import (
     LeaseLost,
 )
 from backend.evaluation.runner import Runner, RunResult, RunSpec
-from backend.judged.config import JudgedConfig
+from backend.judged.config import JUDGED_NEEDS_CHAT_TEMPLATE, JudgedConfig
 from backend.retry import Backoff
 from backend.services.queue import QueueService
 from backend.services.redact import strip_server_paths
@@ -122,9 +122,18 @@ class EvaluationService:
         }
 
     def spec(self, request: EvalRequest) -> RunSpec:
-        return RunSpec.from_request(
-            request, **self.run_settings(self.request_dir(request.id), f"attempt-{request.attempts}")
-        )
+        run = self.run_settings(self.request_dir(request.id), f"attempt-{request.attempts}")
+        if not request.use_chat_template:  # a judged leaderboard compares chat answers: none without it
+            run["judged"] = ()
+        return RunSpec.from_request(request, **run)
+
+    def judged_skipped(self, request: EvalRequest, spec: RunSpec) -> dict[str, str]:
+        """The deployment's judged leaderboards this request is not evaluated on, with the rule."""
+        return {
+            name: JUDGED_NEEDS_CHAT_TEMPLATE
+            for name in self.settings.judged_leaderboards
+            if name not in spec.judged
+        }
 
     def request_dir(self, request_id: int) -> Path:
         return request_dir(self.work_dir, request_id)
@@ -345,9 +354,12 @@ class EvaluationService:
             "harness_command": result.outcome.get("harness_command"),
             "deviations": result.outcome.get("deviations", {}),
             "judged_skipped": {
-                name: part["skipped"]
-                for name, part in (result.outcome.get("judged") or {}).items()
-                if part.get("skipped")
+                **self.judged_skipped(request, spec),
+                **{
+                    name: part["skipped"]
+                    for name, part in (result.outcome.get("judged") or {}).items()
+                    if part.get("skipped")
+                },
             },
             "command": spec.reproduce_command(),
             "hardware": result.outcome.get("hardware"),
