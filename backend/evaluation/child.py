@@ -128,7 +128,9 @@ def evaluate(spec: RunSpec) -> dict[str, Any]:
     for task_name in samples:
         tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
     results_files = sorted((out / "harness").rglob("results_*.json"))
+    judged = {name: _judged(spec, name, out) for name in spec.judged}
     return {
+        "judged": judged,
         "results_file": str(results_files[-1]),
         "samples_files": sorted(str(p) for p in (out / "harness").rglob("samples_*.jsonl")),
         "harness_arguments": arguments,
@@ -140,6 +142,23 @@ def evaluate(spec: RunSpec) -> dict[str, Any]:
         "hardware": _hardware(),
         "lm_eval_version": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None,
     }
+
+
+def _judged(spec: RunSpec, name: str, out: Path) -> dict[str, Any]:
+    """The run on one judged leaderboard (backend.judged.run), after the benchmarks: its files, or why
+    the request is not evaluated on it (a model without a chat template)."""
+    from backend.errors import LeaderboardConfigError, NoChatTemplate
+    from backend.judged.config import JUDGED_NEEDS_CHAT_TEMPLATE, JudgedConfig
+    from backend.judged.run import run_judged
+    from backend.leaderboards.config import load_leaderboard
+
+    config = load_leaderboard(name)
+    if not isinstance(config, JudgedConfig):
+        raise LeaderboardConfigError(f"{name} is not a judged leaderboard (LEADERBOARD_JUDGED)")
+    try:
+        return run_judged(spec, config, out / "judged" / config.name)
+    except NoChatTemplate:
+        return {"skipped": JUDGED_NEEDS_CHAT_TEMPLATE}
 
 
 def main(argv: list[str]) -> int:

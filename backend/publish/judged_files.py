@@ -11,7 +11,7 @@ from pathlib import Path
 from backend.domain import EvalRequest
 from backend.judged.annotations import MAX_FILE_BYTES, read_limited
 from backend.judged.config import JudgedConfig
-from backend.publish.judged_table import generator_name
+from backend.judged.run import generator_name
 from backend.storage.evaluations import Evaluation
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def table_paths(config: JudgedConfig) -> tuple[str, str]:
 
 
 def model_folder(config: JudgedConfig, request: EvalRequest) -> str:
-    return f"{board_folder(config)}/results/{generator_name(request)}"
+    return f"{board_folder(config)}/results/{generator_name(request.model)}"
 
 
 def judged_result_files(

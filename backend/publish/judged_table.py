@@ -8,6 +8,7 @@ from typing import Any
 
 from backend.domain import EvalRequest
 from backend.judged.config import JudgedConfig
+from backend.judged.run import generator_name
 from backend.storage.evaluations import Evaluation
 
 #: The model's name, as AlpacaEval's leaderboard CSV names its rows (its generator name).
@@ -32,12 +33,6 @@ def judged_columns(config: JudgedConfig) -> list[str]:
     return [NAME, *config.columns, *MODEL_COLUMNS, *PROVENANCE_COLUMNS]
 
 
-def generator_name(request: EvalRequest) -> str:
-    """The evaluated model's generator name in model_outputs.json and annotations.json (AlpacaEval names a
-    model by one path-free string): ``org__name``."""
-    return request.model.replace("/", "__")
-
-
 def judged_row(
     base: dict[str, Any], evaluation: Evaluation, request: EvalRequest, config: JudgedConfig
 ) -> dict[str, Any]:
@@ -45,7 +40,7 @@ def judged_row(
     provenance = evaluation.provenance
     judged = provenance.get("judged") or {}
     generator = judged.get("generator")
-    row: dict[str, Any] = {NAME: generator if isinstance(generator, str) else generator_name(request)}
+    row: dict[str, Any] = {NAME: generator if isinstance(generator, str) else generator_name(request.model)}
     for column in config.columns:
         value = evaluation.scores.get(column)
         if not isinstance(value, int | float) or isinstance(value, bool):
