@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,6 +228,7 @@ def _load_tokenizer(spec: RunSpec, args: dict[str, Any]) -> Any:
     transformers = quiet_transformers()
     where = _hub_options(spec)
     repo, revision = args["pretrained"], args.get("revision")
+    options: dict[str, Any] = {"trust_remote_code": False, **where}
     if "peft" in args:
         own = transformers.utils.cached_file(
             args["peft"],
@@ -236,10 +238,10 @@ def _load_tokenizer(spec: RunSpec, args: dict[str, Any]) -> Any:
             **where,
         )
         if own is not None:
+            # An adapter has no config.json, which AutoTokenizer reads: its base model's stands in.
+            options["config"] = transformers.AutoConfig.from_pretrained(repo, revision=revision, **options)
             repo, revision = args["peft"], args["peft_revision"]
-    tokenizer = transformers.AutoTokenizer.from_pretrained(
-        repo, revision=revision, trust_remote_code=False, **where
-    )
+    tokenizer = transformers.AutoTokenizer.from_pretrained(repo, revision=revision, **options)
     if not tokenizer.chat_template:
         raise NoChatTemplate(
             f"rule 'chat template': the tokenizer of {repo} at {revision or 'main'} has no chat template, and "
@@ -282,11 +284,16 @@ def _load_hf(spec: RunSpec, args: dict[str, Any], tokenizer: Any) -> LoadedModel
         **options,
     )
     if "peft" in args:
+        from huggingface_hub import snapshot_download
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(
-            model, args["peft"], revision=args["peft_revision"], is_trainable=False, **_hub_options(spec)
-        )
+        adapter, adapter_options = args["peft"], {"revision": args["peft_revision"]}
+        if spec.model_store:  # its commit's folder: peft asks the Hub unless HF_HUB_OFFLINE was set at import
+            adapter = snapshot_download(adapter, **adapter_options, **_hub_options(spec))
+            adapter_options = {}
+        with warnings.catch_warnings():  # peft 0.21 asks transformers 5 what it deprecated: not ours to fix
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=False, **adapter_options)
     if "device_map" not in options:
         model.to(device)
     else:
