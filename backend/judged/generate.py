@@ -31,6 +31,7 @@ from typing import Any
 from backend.domain import Precision, preview
 from backend.errors import InvalidInput, NoChatTemplate, UnsupportedRun
 from backend.evaluation.runner import RunSpec, model_arguments
+from backend.judged.annotations import MAX_TEXT_CHARS
 from backend.judged.outputs import (
     GeneratedOutput,
     Instruction,
@@ -204,9 +205,8 @@ def _generate(
     for start in range(0, len(order), settings.batch_size):
         batch = order[start : start + settings.batch_size]
         made = [
-            (i, GeneratedOutput(item.instruction, item.dataset, d.text, generator, d.tokens, d.finish_reason))
-            for i, d in zip(batch, decode([prompts[i] for i in batch]), strict=True)
-            for item in (instructions[i],)
+            (i, _output(instructions[i], decoded, generator))
+            for i, decoded in zip(batch, decode([prompts[i] for i in batch]), strict=True)
         ]
         if progress:
             progress.append(made)
@@ -221,6 +221,16 @@ def _generate(
             },
         )
     return finished
+
+
+def _output(instruction: Instruction, decoded: Decoded, generator: str) -> GeneratedOutput:
+    """The record of one output, its text cut to the bound every outputs file is read with."""
+    text, finish = decoded.text, decoded.finish_reason
+    if len(text) > MAX_TEXT_CHARS:  # tens of thousands of tokens of long ones (runs of spaces in code)
+        text, finish = text[:MAX_TEXT_CHARS], "length"
+    return GeneratedOutput(
+        instruction.instruction, instruction.dataset, text, generator, decoded.tokens, finish
+    )
 
 
 def _load_tokenizer(spec: RunSpec, args: dict[str, Any]) -> Any:

@@ -12,7 +12,14 @@ import pytest
 
 from backend.errors import InvalidInput, ModelOutputsInvalid, UnsupportedRun
 from backend.evaluation.runner import RunSpec
-from backend.judged.generate import GenerationSettings, generate_outputs, generation_header, load_arguments
+from backend.judged.generate import (
+    Decoded,
+    GenerationSettings,
+    _output,
+    generate_outputs,
+    generation_header,
+    load_arguments,
+)
 from backend.judged.outputs import (
     GeneratedOutput,
     Instruction,
@@ -193,3 +200,10 @@ def test_model_outputs_are_alpaca_evals_layout(tmp_path: Path):
         {"dataset": "helpful_base", "instruction": "question 1", "output": "é🙂 1", "generator": "chat"},
     ]
     assert [p.name for p in path.parent.iterdir()] == ["model_outputs.json"]  # no temporary file left
+
+
+def test_an_output_is_cut_to_the_bound_outputs_files_are_read_with():
+    long = Decoded("ab" * 150_000, 32_768, "stop")
+    made = _output(INSTRUCTIONS[0], long, "chat")
+    assert (len(made.output), made.finish_reason, made.tokens) == (200_000, "length", 32_768)
+    assert _output(INSTRUCTIONS[0], Decoded("short", 2, "stop"), "chat").output == "short"
