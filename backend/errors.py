@@ -465,6 +465,20 @@ class ChatRequestInvalid(LeaderboardError):
         super().__init__(message)
 
 
+class ModelOutputsInvalid(LeaderboardError):
+    """A model outputs file (AlpacaEval's model_outputs.json, or a generation's progress file) is not in the
+    expected layout or belongs to another generation: fix or remove what the message names."""
+
+    http_status = 422
+    code = "model_outputs_invalid"
+
+    def __init__(self, source: str, problem: str, fix: str) -> None:
+        self.source = source
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{source}: {problem}. Fix: {fix}")
+
+
 class ModelNotServable(LeaderboardError):
     """The model cannot be served: the message says why (no config, no safetensors weights, a config that
     needs custom code); serve a model that transformers loads with trust_remote_code=False from safetensors."""

@@ -47,7 +47,7 @@ class Completion:
     usage: Usage
 
 
-def _stop_at(text: str, stops: tuple[str, ...]) -> int | None:
+def stop_at(text: str, stops: tuple[str, ...]) -> int | None:
     """Where the earliest stop sequence begins in ``text``, or None."""
     found = [i for i in (text.find(s) for s in stops) if i >= 0]
     return min(found) if found else None
@@ -163,7 +163,7 @@ def generate(
             content.append(token)
             text = loaded.tokenizer.decode(content, skip_special_tokens=True)
             state.pending.append((start, len(text), entry))
-            cut = _stop_at(text, sampling.stop)
+            cut = stop_at(text, sampling.stop)
             if cut is not None:
                 finish = "stop"
                 break

@@ -111,29 +111,51 @@ class LoadedModel:
         return out.logits[0, -1].float(), getattr(out, self.cache_keyword)
 
     def chat_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        """The prompt's token ids: the messages through the tokenizer's chat template, with the assistant's
-        turn opened. Callers hold the lock (a tokenizer must not be used by two threads at once)."""
-        if not self.tokenizer.chat_template:
-            raise NoChatTemplate(
-                f"{self.repo_id} at {self.sha} has no chat template: serve a chat model, or add a "
-                "chat_template to its tokenizer_config.json"
-            )
-        import jinja2
+        """The prompt's token ids (``chat_prompt_ids``). Callers hold the lock (a tokenizer must not be used
+        by two threads at once)."""
+        return chat_prompt_ids(self.tokenizer, messages, self.repo_id, self.sha)
 
-        try:
-            text = self.tokenizer.apply_chat_template(
-                list(messages), add_generation_prompt=True, tokenize=False
-            )
-        except jinja2.TemplateSyntaxError as exc:
-            raise ModelNotServable(
-                f"the chat template of {self.repo_id} at {self.sha} is not valid Jinja: {exc.message}"
-            ) from exc
-        except Exception as exc:  # the template's raise_exception, or an error in what it does
-            raise ChatRequestInvalid(
-                f"the chat template of {self.repo_id} refused the messages: {preview(str(exc), 300)}",
-                param="messages",
-            ) from exc
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+    @classmethod
+    def of(cls, repo_id: str, sha: str, model: Any, tokenizer: Any, device: str) -> LoadedModel:
+        """A model and tokenizer in memory (loaded and placed on ``device``), with what generation reads
+        of them."""
+        return cls(
+            repo_id=repo_id,
+            sha=sha,
+            model=model,
+            tokenizer=tokenizer,
+            device=device,
+            eos_ids=_eos_ids(model, tokenizer),
+            context_length=_context_length(model, tokenizer),
+            token_text=TokenText(tokenizer),
+            cache_keyword="cache"
+            if "cache" in inspect.signature(model.forward).parameters
+            else "past_key_values",
+        )
+
+
+def chat_prompt_ids(tokenizer: Any, messages: Sequence[dict[str, str]], repo_id: str, sha: str) -> list[int]:
+    """The prompt's token ids: the messages through the tokenizer's chat template, with the assistant's turn
+    opened (the text tokenized without adding special tokens: the template writes those)."""
+    if not tokenizer.chat_template:
+        raise NoChatTemplate(
+            f"{repo_id} at {sha} has no chat template: serve a chat model, or add a "
+            "chat_template to its tokenizer_config.json"
+        )
+    import jinja2
+
+    try:
+        text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ModelNotServable(
+            f"the chat template of {repo_id} at {sha} is not valid Jinja: {exc.message}"
+        ) from exc
+    except Exception as exc:  # the template's raise_exception, or an error in what it does
+        raise ChatRequestInvalid(
+            f"the chat template of {repo_id} refused the messages: {preview(str(exc), 300)}",
+            param="messages",
+        ) from exc
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def pick_device(setting: str) -> str:
@@ -155,7 +177,8 @@ def pick_device(setting: str) -> str:
     raise ConfigurationError(f"LEADERBOARD_SERVE_DEVICE is {preview(setting)}: use auto, cpu, cuda or cuda:N")
 
 
-def _transformers() -> Any:
+def quiet_transformers() -> Any:
+    """transformers, imported with its advisories, info logs and progress bars off."""
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     import transformers
 
@@ -203,7 +226,7 @@ def load_model(store: LocalModelStore, repo_id: str, sha: str, device: str) -> L
             "with safe_serialization) to serve it"
         )
     folder = store.snapshot_dir(repo_id, sha)
-    transformers = _transformers()
+    transformers = quiet_transformers()
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(
             str(folder), trust_remote_code=False, local_files_only=True
@@ -219,19 +242,7 @@ def load_model(store: LocalModelStore, repo_id: str, sha: str, device: str) -> L
     model.to(device)
     model.eval()
     log.info("model loaded", extra={"model": repo_id, "sha": sha, "device": device})
-    return LoadedModel(
-        repo_id=repo_id,
-        sha=sha,
-        model=model,
-        tokenizer=tokenizer,
-        device=device,
-        eos_ids=_eos_ids(model, tokenizer),
-        context_length=_context_length(model, tokenizer),
-        token_text=TokenText(tokenizer),
-        cache_keyword="cache"
-        if "cache" in inspect.signature(model.forward).parameters
-        else "past_key_values",
-    )
+    return LoadedModel.of(repo_id, sha, model, tokenizer, device)
 
 
 def _first_line(exc: BaseException, folder: Path, root: Path, repo_id: str) -> str:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from backend.errors import ChatRequestInvalid
-from backend.serving.generation import _held_back, _stop_at, _Text
+from backend.serving.generation import _held_back, _Text, stop_at
 from backend.serving.protocol import Limits, TokenLogprob, TopLogprob, logprobs_content, parse_chat_request
 from backend.serving.tokens import _unicode_to_byte
 
@@ -75,8 +75,8 @@ def test_text_waits_while_a_stop_sequence_may_begin_in_it():
     assert _held_back("hello w", ("world", "w")) == 1  # "w" itself would have stopped; "w" of "world" waits
     assert _held_back("hello", ("xyz",)) == 0
     assert _held_back("caf\ufffd", ()) == 1  # a character whose bytes are still coming
-    assert _stop_at("one two three", ("three", "two")) == 4
-    assert _stop_at("one", ("two",)) is None
+    assert stop_at("one two three", ("three", "two")) == 4
+    assert stop_at("one", ("two",)) is None
 
 
 def _token(text: str) -> TokenLogprob:
