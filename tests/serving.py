@@ -171,3 +171,25 @@ class Flaky:
             headers.append((b"retry-after", self.retry_after.encode()))
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def build_leaning_judge(store: LocalModelStore, folder: Path, repo_id: str) -> None:
+    """The tiny model with every output row zero but those of "m" and "M", which are close to each other:
+    where the last hidden state leans their way both lead the top logprobs (a weighted preference strictly
+    between 1 and 2), elsewhere neither is among them (no verdict)."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from backend.modelbuilder import write_tiny_model
+
+    write_tiny_model(folder)
+    vocab = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    weights = load_file(folder / "model.safetensors")
+    head = np.zeros_like(weights["lm_head.weight"])
+    rng = np.random.default_rng(3)
+    direction = rng.normal(0, 1, head.shape[1]).astype(head.dtype)
+    head[vocab["m"]] = direction
+    head[vocab["M"]] = direction + rng.normal(0, 0.3, head.shape[1]).astype(head.dtype)
+    weights["lm_head.weight"] = head
+    save_file(weights, folder / "model.safetensors", {"format": "pt"})
+    store.add_snapshot(repo_id, folder)

@@ -37,13 +37,13 @@ from backend.judged.cache import JudgementCache, JudgeSignature
 from backend.judged.judges import judge_pairs
 from backend.judged.pandalm import PandaLMJudge
 from backend.judged.verdicts import Order, Pair, Shown, combine, preference
-from backend.modelbuilder import build_tiny_model, write_tiny_model
+from backend.modelbuilder import build_tiny_model
 from backend.retry import Backoff
 from backend.serving.app import create_serving_app
 from backend.serving.client import ChatClient
 from backend.serving.models import Catalog, ModelPool
 from tests import alpaca_eval_reference
-from tests.serving import live, snapshot
+from tests.serving import build_leaning_judge, live, snapshot
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -96,31 +96,11 @@ class Recorder:
             self.prompts[json.loads(body)["messages"][-1]["content"]] += 1
 
 
-def _build_leaning(store: LocalModelStore, folder: Path) -> None:
-    """The tiny model with every output row zero but those of "m" and "M", which are close to each other:
-    where the last hidden state leans their way both lead the top logprobs (a weighted preference strictly
-    between 1 and 2), elsewhere neither is among them (no verdict)."""
-    import numpy as np
-    from safetensors.numpy import load_file, save_file
-
-    write_tiny_model(folder)
-    vocab = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
-    weights = load_file(folder / "model.safetensors")
-    head = np.zeros_like(weights["lm_head.weight"])
-    rng = np.random.default_rng(3)
-    direction = rng.normal(0, 1, head.shape[1]).astype(head.dtype)
-    head[vocab["m"]] = direction
-    head[vocab["M"]] = direction + rng.normal(0, 0.3, head.shape[1]).astype(head.dtype)
-    weights["lm_head.weight"] = head
-    save_file(weights, folder / "model.safetensors", {"format": "pt"})
-    store.add_snapshot(LEANING, folder)
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> LocalModelStore:
     models = LocalModelStore(tmp_path_factory.mktemp("judge-store"))
     build_tiny_model(models, JUDGE)
-    _build_leaning(models, tmp_path_factory.mktemp("leaning"))
+    build_leaning_judge(models, tmp_path_factory.mktemp("leaning"), LEANING)
     return models
 
 
