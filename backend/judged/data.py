@@ -166,7 +166,7 @@ def read_reference_outputs(
         raise JudgedDataInvalid(
             f"{source}: no reference output ({spec.generator}, column {spec.output_field}) for "
             f"{'; '.join(missing[:3])}{more} of {describe_ref(config.instructions.dataset)}: the reference "
-            "must answer every instruction, with the same text (a run would judge a missing output as empty). "
+            "must answer every instruction, with the same text (alpaca-eval's merge would leave a NaN there). "
             "Use the reference dataset of the same instructions, or rebuild the mirror"
         )
     return outputs
@@ -228,7 +228,8 @@ def _read_split(
         if problems:
             raise MirrorError(
                 f"the data mirror {mirror} cannot serve {describe_ref(ref)}: {'; '.join(problems)}. Rebuild it "
-                "with `leaderboard data mirror --judged NAME` (or `leaderboard data synthesize --judged NAME`)"
+                f"with `leaderboard data mirror --judged {config.name}` (or `leaderboard data synthesize "
+                f"--judged {config.name}` for test data)"
             )
         if path.stat().st_size > MAX_PARQUET_BYTES:
             raise JudgedDataInvalid(f"{source}: larger than {MAX_PARQUET_BYTES // MIB} MiB")
