@@ -438,6 +438,15 @@ class AnnotationsInvalid(LeaderboardError):
         super().__init__(f"{source}: {problem}. Fix: {fix}")
 
 
+class JudgedDataInvalid(LeaderboardError):
+    """A judged leaderboard's instructions or reference outputs are not what its config says (a column
+    missing, a value of the wrong type or size, an instruction without a reference output): the message
+    names the dataset, the row and the rule; fix the config's fields or rebuild the mirror from the Hub."""
+
+    http_status = 500
+    code = "judged_data_invalid"
+
+
 class GlmTableInvalid(LeaderboardError):
     """The length-controlled GLM table is not AlpacaEval's df_gamed.csv (columns index,
     instruction_difficulty, not_gamed_baseline, std_delta_len, preference): pass that file, unchanged."""

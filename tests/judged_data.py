@@ -1,5 +1,6 @@
 """Generated judged data: one model's annotations as alpaca-eval writes them, and tables in df_gamed.csv's
-shape (AlpacaEval's instruction difficulties and gamed baselines, which are not available offline)."""
+shape (AlpacaEval's instruction difficulties and gamed baselines, which are not available offline): the
+synthetic data mirror's own generator, so tests and ``leaderboard data synthesize`` write one kind of table."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
+
+from backend.judged.synthetic import write_glm_table as write_table
+
+__all__ = ["make_records", "write_annotations", "write_table"]
 
 
 def _text(rng: np.random.Generator, n: int) -> str:
@@ -59,32 +63,6 @@ def make_records(seed: int, n: int, kind: str, model: str = "my-model") -> list[
             record["preference"] = preference
         records.append(record)
     return records
-
-
-def write_table(path: Path, n_instructions: int, seed: int = 7, index_column: bool = False) -> Path:
-    """A table in df_gamed.csv's shape: two gamed versions of the reference (verbose, concise), one row per
-    instruction each, preferences in [0, 1] (one not judged), the difficulty of every instruction."""
-    rng = np.random.default_rng(seed)
-    difficulty = rng.normal(size=n_instructions)
-    rows = []
-    for model, shift in (("gpt4_1106_preview_verbose", -1.0), ("gpt4_1106_preview_concise", 1.0)):
-        for i in range(n_instructions):
-            std_delta_len = float(rng.normal() + shift)
-            p = _sigmoid(-1.2 * math.tanh(std_delta_len) + difficulty[i] + rng.normal(scale=0.3))
-            rows.append(
-                {
-                    "model": model,
-                    "index": i,
-                    "generator_2": model,
-                    "len_1": int(rng.integers(100, 3000)),
-                    "instruction_difficulty": difficulty[i],
-                    "not_gamed_baseline": False,
-                    "std_delta_len": std_delta_len,
-                    "preference": math.nan if i == 5 else p,
-                }
-            )
-    pd.DataFrame(rows).to_csv(path, index=index_column)
-    return path
 
 
 def write_annotations(path: Path, records: list[dict[str, Any]]) -> Path:

@@ -4,14 +4,17 @@ Layout::
 
     <mirror>/MANIFEST.json                                   what each file is (see below)
     <mirror>/<dataset repo>/<config or "default">/<split>.parquet
+    <mirror>/<dataset repo>/_files/<file name>                 a file of the repository (df_gamed.csv)
     <mirror>/nltk_data/tokenizers/punkt_tab/english/         the sentence splitter IFEval scores with
 
 ``MANIFEST.json`` records, per file, the repository, config and split, its source (``hub`` or
 ``synthetic``), the dataset revision (the commit sha read from the Hub, or ``synthetic-<content hash>``),
-the row count and the file's sha256. A mirror is built on a machine with Hub access by
+the row count and the file's sha256 (a repository file also its name under ``file``). A mirror is built on a machine with Hub access by
 ``mirror_from_hub`` (``leaderboard data mirror``); ``synthesize`` (``leaderboard data synthesize``) writes
 small made-up data in the real datasets' schemas for tests and demos. Either way the run's task files
-(``tasks.materialize``) read the parquet files and compute exactly what they compute on Hub data.
+(``tasks.materialize``) read the parquet files and compute exactly what they compute on Hub data. The
+judged leaderboards' instruction sets, reference outputs and GLM table join the same mirror
+(``backend.judged.data``). A mirror holds one revision of each repository.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from backend.domain import REPO_ID_RE
 from backend.errors import DatasetSourceError, MirrorError
 from backend.evaluation.tasks import (
     TaskSet,
@@ -38,6 +43,10 @@ MANIFEST = "MANIFEST.json"
 MANIFEST_FORMAT = "leaderboard-data-mirror/1"
 NLTK_FOLDER = "nltk_data"
 PUNKT_FILES = ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab")
+#: Where a repository's files lie beside its configs' folders: no config name starts with '_'.
+FILES_FOLDER = "_files"
+#: Config, split and file names, as the Hub spells them: one path component, never '.' or '..'.
+_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
 
 
 # ----------------------------------------------------------------------------------------------- layout
@@ -45,7 +54,26 @@ PUNKT_FILES = ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ort
 
 def mirror_file(mirror: Path, repo: str, config: str | None, split: str) -> Path:
     """Where the mirror keeps one split of one dataset config."""
-    return Path(mirror) / repo / (config or "default") / f"{split}.parquet"
+    folder = _part(config or "default", "config", repo)
+    return Path(mirror) / _repo(repo) / folder / f"{_part(split, 'split', repo)}.parquet"
+
+
+def mirror_repo_file(mirror: Path, repo: str, filename: str) -> Path:
+    """Where the mirror keeps one file of a dataset repository (AlpacaEval's df_gamed.csv)."""
+    return Path(mirror) / _repo(repo) / FILES_FOLDER / _part(filename, "file name", repo)
+
+
+def _repo(repo: str) -> str:
+    if not isinstance(repo, str) or not REPO_ID_RE.match(repo):
+        raise MirrorError(f"{repo!r} is not a dataset repository id (owner/name): no mirror path for it")
+    return repo
+
+
+def _part(name: str, what: str, repo: str) -> str:
+    """One path component inside the mirror: a name the Hub allows, so no path leaves the mirror."""
+    if not isinstance(name, str) or not _PART.match(name):
+        raise MirrorError(f"{name!r} is not a {what} of {repo} the mirror can hold (letters, digits, '_.-')")
+    return name
 
 
 def nltk_data_dir(mirror: Path) -> Path:
@@ -81,12 +109,12 @@ def dataset_revisions(mirror: Path) -> dict[str, str]:
     return revisions
 
 
-def check_mirror(mirror: Path, task_set: TaskSet, *, checksums: bool = False) -> None:
-    """Refuse a mirror that lacks a file the task set reads (and, with checksums, one whose bytes changed)."""
+def mirror_problems(mirror: Path, paths: Iterable[Path], *, checksums: bool = False) -> list[str]:
+    """What is wrong with these files of the mirror: not in the manifest, missing, or (with checksums)
+    changed since it was written."""
     files = read_manifest(mirror)["files"]
     problems = []
-    for repo, config, split in task_set.data_files():
-        path = mirror_file(mirror, repo, config, split)
+    for path in paths:
         name = path.relative_to(mirror).as_posix()
         if name not in files:
             problems.append(f"{name} is not in {MANIFEST}")
@@ -94,6 +122,13 @@ def check_mirror(mirror: Path, task_set: TaskSet, *, checksums: bool = False) ->
             problems.append(f"{name} is missing")
         elif checksums and file_sha256(path) != files[name]["sha256"]:
             problems.append(f"{name} does not match its sha256 in {MANIFEST}")
+    return problems
+
+
+def check_mirror(mirror: Path, task_set: TaskSet, *, checksums: bool = False) -> None:
+    """Refuse a mirror that lacks a file the task set reads (and, with checksums, one whose bytes changed)."""
+    paths = (mirror_file(mirror, *key) for key in task_set.data_files())
+    problems = mirror_problems(mirror, paths, checksums=checksums)
     if problems:
         raise MirrorError(
             f"the data mirror {mirror} cannot serve task set {task_set.name}: {'; '.join(problems)}. "
@@ -122,18 +157,19 @@ def write_manifest(
     source: str,
     punkt: str,
 ) -> Path:
-    entries = {}
-    for (repo, config, split), count in rows.items():
-        path = mirror_file(mirror, repo, config, split)
-        entries[path.relative_to(mirror).as_posix()] = {
-            "repo": repo,
-            "config": config,
-            "split": split,
-            "source": source,
-            "revision": revisions[repo],
-            "rows": count,
-            "sha256": file_sha256(path),
-        }
+    entries = dict(
+        manifest_entry(
+            mirror,
+            mirror_file(mirror, repo, config, split),
+            repo=repo,
+            config=config,
+            split=split,
+            source=source,
+            revision=revisions[repo],
+            rows=count,
+        )
+        for (repo, config, split), count in rows.items()
+    )
     manifest = {
         "format": MANIFEST_FORMAT,
         "task_set": task_set.name,
@@ -141,6 +177,45 @@ def write_manifest(
         "files": dict(sorted(entries.items())),
     }
     path = mirror / MANIFEST
+    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def manifest_entry(
+    mirror: Path,
+    path: Path,
+    *,
+    repo: str,
+    source: str,
+    revision: str,
+    rows: int,
+    config: str | None = None,
+    split: str | None = None,
+    file: str | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """A file's name in the manifest and what the manifest records about it (a split, or a ``file``)."""
+    entry: dict[str, Any] = {"repo": repo, "config": config, "split": split}
+    if file is not None:
+        entry["file"] = file
+    entry.update(source=source, revision=revision, rows=rows, sha256=file_sha256(path))
+    return path.relative_to(mirror).as_posix(), entry
+
+
+def add_to_manifest(mirror: Path, entries: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Record more files in an existing mirror's manifest (the judged leaderboards' data, written after the
+    task set's); refused where a repository would have files of two revisions."""
+    manifest = read_manifest(mirror)
+    files = {**manifest["files"], **{name: dict(entry) for name, entry in entries.items()}}
+    revisions: dict[str, str] = {}
+    for name, entry in files.items():
+        if revisions.setdefault(entry["repo"], entry["revision"]) != entry["revision"]:
+            raise MirrorError(
+                f"{mirror}: {name} of {entry['repo']} is at revision {entry['revision']}, the mirror's other "
+                f"files of it at {revisions[entry['repo']]}: a mirror holds one revision of each repository "
+                "(pin them alike, or build another mirror)"
+            )
+    manifest["files"] = dict(sorted(files.items()))
+    path = Path(mirror) / MANIFEST
     path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return path
 
@@ -231,6 +306,18 @@ def _hub_error(repo: str, exc: Exception) -> DatasetSourceError:
     return DatasetSourceError(f"could not read dataset {repo} from the Hub: {exc}")
 
 
+def hub_commit(api: Any, repo: str, repo_type: str = "dataset") -> str:
+    """The commit sha of a repository's main branch now (``api``: a huggingface_hub.HfApi)."""
+    try:
+        info = api.dataset_info(repo) if repo_type == "dataset" else api.model_info(repo)
+    except Exception as exc:  # huggingface_hub raises HTTP, gating and network errors alike
+        raise DatasetSourceError(f"could not read {repo_type} {repo} from the Hub: {exc}") from exc
+    if not info.sha:
+        raise DatasetSourceError(f"the Hub gave no commit sha for {repo_type} {repo}")
+    sha: str = info.sha
+    return sha
+
+
 def resolve_revisions(task_set: TaskSet, token: str | None = None, *, update: bool = False) -> dict[str, str]:
     """The commit sha of each dataset repository: the pinned one, or (unpinned, or with update) the Hub's."""
     from huggingface_hub import HfApi
@@ -238,16 +325,7 @@ def resolve_revisions(task_set: TaskSet, token: str | None = None, *, update: bo
     api = HfApi(token=token)
     revisions = {}
     for pin in task_set.datasets:
-        if pin.revision and not update:
-            revisions[pin.repo] = pin.revision
-            continue
-        try:
-            sha = api.dataset_info(pin.repo).sha
-        except Exception as exc:  # huggingface_hub raises HTTP, gating and network errors alike
-            raise _hub_error(pin.repo, exc) from exc
-        if not sha:
-            raise DatasetSourceError(f"the Hub gave no commit sha for dataset {pin.repo}")
-        revisions[pin.repo] = sha
+        revisions[pin.repo] = pin.revision if pin.revision and not update else hub_commit(api, pin.repo)
     return revisions
 
 

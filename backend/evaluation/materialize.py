@@ -143,7 +143,8 @@ def materialize(task_set: TaskSet, out_dir: Path, data_mirror: Path | None) -> P
         "run_names": list(task_set.run_names),
         "data_source": "mirror" if data_mirror is not None else "hub",
         "data_mirror": str(data_mirror) if data_mirror is not None else None,
-        "dataset_revisions": {repo: revisions[repo] for repo in sorted(revisions)},
+        # The task set's datasets only: a mirror may also hold other leaderboards' data.
+        "dataset_revisions": {repo: revisions[repo] for repo in sorted(p.repo for p in task_set.datasets)},
         "sources": sources,
     }
     (out_dir / MATERIALIZED_FILE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")

@@ -422,7 +422,8 @@ SYNTHESIZERS: dict[str, Synthesizer] = {
 }
 
 
-def _content_revision(mirror: Path, files: Iterable[Path]) -> str:
+def content_revision(mirror: Path, files: Iterable[Path]) -> str:
+    """A synthetic repository's revision: a hash of its files' names and bytes."""
     digest = hashlib.sha256()
     for path in sorted(files):
         digest.update(f"{path.relative_to(mirror).as_posix()}\0{file_sha256(path)}\n".encode())
@@ -454,7 +455,7 @@ def synthesize(folder: Path, rows: int = 12, seed: int = 0, task_set: TaskSet | 
         pq.write_table(table, path)
         written[(repo, config, split)] = table.num_rows
     revisions = {
-        repo: _content_revision(mirror, (mirror_file(mirror, *key) for key in written if key[0] == repo))
+        repo: content_revision(mirror, (mirror_file(mirror, *key) for key in written if key[0] == repo))
         for repo in dict.fromkeys(key[0] for key in written)
     }
     punkt = prepare_nltk_data(mirror)
