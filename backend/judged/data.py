@@ -39,6 +39,7 @@ from backend.judged.config import (
     load_judged_config,
 )
 from backend.judged.glm import read_glm_table
+from backend.judged.outputs import Instruction
 from backend.leaderboards.config import CONFIG_DIR, load_leaderboard
 from backend.manifests import load_yaml
 
@@ -53,14 +54,6 @@ MAX_PARQUET_BYTES = 1024 * MIB
 
 #: What a judged config reads: dataset splits and repository files.
 DataRef = DatasetRef | GlmTable
-
-
-@dataclass(frozen=True)
-class Instruction:
-    """One instruction of the set, in the set's order."""
-
-    instruction: str
-    dataset: str | None  # the source set it is from (AlpacaEval's "dataset"); None without a dataset_field
 
 
 @dataclass(frozen=True)
@@ -132,8 +125,11 @@ def read_instructions(config: JudgedConfig, mirror: Path | None) -> list[Instruc
         text = _text(row, spec.instruction_field, number, source, MAX_TEXT_CHARS)
         if not text.strip():
             raise JudgedDataInvalid(f"{source}: row {number}: column {spec.instruction_field} is empty")
+        # AlpacaEval's "dataset": the source set of the instruction; the set itself without such a column.
         dataset = (
-            _text(row, spec.dataset_field, number, source, MAX_NAME_CHARS) if spec.dataset_field else None
+            _text(row, spec.dataset_field, number, source, MAX_NAME_CHARS)
+            if spec.dataset_field
+            else spec.dataset.repo
         )
         instructions.append(Instruction(text, dataset))
     return instructions

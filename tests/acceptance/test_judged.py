@@ -22,12 +22,12 @@ from backend.modelbuilder import build_tiny_model
 from backend.serving.app import create_serving_app
 from backend.serving.models import Catalog, ModelPool
 from backend.settings import Settings
-from tests.acceptance.test_slurm import environment as slurm_environment
-from tests.acceptance.test_slurm import schedulers, slurm_conf, wait_for  # noqa: F401 (fixtures)
+from tests.acceptance import test_slurm
 from tests.commands import clean_env, leaderboard
 from tests.serving import build_leaning_judge, live
 
 pytestmark = pytest.mark.slow
+slurm_conf, schedulers = test_slurm.slurm_conf, test_slurm.schedulers  # the Slurm tests' fixtures
 CHAT = "acme/tiny-chat"
 BASE = "acme/tiny-base"  # no chat template: evaluated on open_llm_v2 only
 LOCAL_JUDGE = "judge/tiny-pandalm"
@@ -120,7 +120,10 @@ def check_evaluated(app: App, request_id: int, work: Path) -> None:
     assert alpaca["judge"] == f"endpoint:{ENDPOINT_JUDGE}"
     assert alpaca["length_controlled_glm"] == "length_controlled_v1"  # the mirror carries df_gamed.csv
     pandalm = boards["pandalm"].provenance["judged"]
-    assert pandalm["judge"].startswith(f"{LOCAL_JUDGE}@") and pandalm["length_controlled_glm"] == "length_controlled_minimal"
+    assert (
+        pandalm["judge"].startswith(f"{LOCAL_JUDGE}@")
+        and pandalm["length_controlled_glm"] == "length_controlled_minimal"
+    )
     pandalm_annotations = json.loads(Path(boards["pandalm"].provenance["annotations_file"]).read_text())
     assert all(set(a["raw_completion"]) == {"reference_first", "model_first"} for a in pandalm_annotations)
     # The key reached the judge through the environment only: no run file holds it.
@@ -172,18 +175,21 @@ def test_the_worker_evaluates_a_model_on_the_benchmark_and_both_judged_leaderboa
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.xdist_group("slurm")
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_schedulers_with_the_slurm_executor_evaluate_on_every_leaderboard(
     slurm_conf, assets, endpoint, database_url, tmp_path, schedulers
 ):
     store, mirror, _ = assets
     work = tmp_path / "work"
-    env = slurm_environment(database_url, slurm_conf, store, mirror, work)
+    env = test_slurm.environment(database_url, slurm_conf, store, mirror, work)
     env.update(judged_settings(assets, endpoint, work))
     chat = submit(env, CHAT, "--model-type", "chat")
     schedulers(env, "s1")
     app = App.open(Settings(database_url=database_url, judged=env["LEADERBOARD_JUDGED"]))
-    wait_for(lambda: app.requests.get(chat).status in (Status.FINISHED, Status.FAILED), 840, "the run", tmp_path)
+    test_slurm.wait_for(
+        lambda: app.requests.get(chat).status in (Status.FINISHED, Status.FAILED), 840, "the run", tmp_path
+    )
     check_evaluated(app, chat, work)
     evaluation = app.evaluations.get(chat, "pandalm")
     assert evaluation is not None and evaluation.worker_id.startswith("slurm:s1")
