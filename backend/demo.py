@@ -1,7 +1,8 @@
 """The main job on the embedded default, end to end on this machine: build tiny models into a local model
 store and a synthesized benchmark data mirror, submit the models, vote, and let the worker evaluate the
-top-voted request with the pinned harness over all six benchmarks and publish the result; then print the
-leaderboard and what the results dataset holds.
+top-voted requests with the pinned harness over all six benchmarks and on a judged leaderboard (a local
+judge model compares each chat model's answers with a reference's, in both orders, as PandaLM does), and
+publish the results; then print both leaderboards and what the results dataset holds.
 
 Everything it writes lives in one folder, created afresh on each run. The models are random, so their scores
 sit near the random baselines: the point is the whole path, not the numbers.
@@ -13,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 
 from backend.app import App
@@ -20,8 +22,26 @@ from backend.cli.render import queue_table, scores_table
 from backend.domain import ModelType, Precision, Status, Submission
 from backend.errors import LeaderboardError
 from backend.hub.local_store import LocalModelStore
+from backend.leaderboards.config import CONFIG_DIR
 from backend.modelbuilder import build_tiny_model
 from backend.settings import Settings
+
+#: The demo's judged leaderboard: pandalm.yaml with a tiny random judge from the model store, short answers.
+DEMO_JUDGED = "pandalm_demo"
+DEMO_JUDGE = "demo-org/tiny-judge"
+
+
+def write_demo_judged_config(folder: Path) -> Path:
+    """leaderboard_configs/pandalm.yaml as the demo runs it: its judge a tiny model of the store (PandaLM-7B is
+    not here), answers of a few tokens (the models are random)."""
+    data = yaml.safe_load((CONFIG_DIR / "pandalm.yaml").read_text(encoding="utf-8"))
+    data["name"] = DEMO_JUDGED
+    data["title"] = "PandaLM-style judge (demo: a tiny random judge)"
+    data["generation"].update(max_new_tokens=16, batch_size=4)
+    data["judge"].update(model=DEMO_JUDGE, annotator="tiny_judge", max_new_tokens=1)
+    path = folder / f"{DEMO_JUDGED}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def run_demo(workdir: Path, console: Console, limit: int = 4) -> App:
@@ -30,6 +50,7 @@ def run_demo(workdir: Path, console: Console, limit: int = 4) -> App:
     workdir.mkdir(parents=True)
     store = LocalModelStore(workdir / "models")
     mirror = workdir / "data-mirror"
+    judged_config = write_demo_judged_config(workdir)
     settings = Settings(
         database_url=f"sqlite:///{workdir / 'leaderboard.db'}",
         model_store=store.root,
@@ -40,21 +61,26 @@ def run_demo(workdir: Path, console: Console, limit: int = 4) -> App:
         eval_batch_size="8",  # auto-detection costs more than it saves on a tiny model
         results=str(workdir / "results"),
         publish_after_evaluation=True,
+        judged=str(judged_config),
     )
     console.rule("1. build tiny models into the local model store (Hub cache layout)")
     models: list[tuple[str, dict[str, Any]]] = [
         ("demo-org/tiny-chat", {}),
         ("demo-org/tiny-base", {"chat_template": False}),
         ("demo-org/tiny-unlicensed", {"license": None}),
+        (DEMO_JUDGE, {"answers": ("1", "2")}),  # always answers "1" or "2": a verdict for every pair
     ]
     for repo_id, options in models:
         sha = build_tiny_model(store, repo_id, **options)
         console.print(f"{repo_id} @ {sha}")
 
-    console.rule("   and synthesize benchmark data in the exact schemas of the six datasets")
+    console.rule("   and synthesize data in the exact schemas of the six datasets and of AlpacaEval's")
     from backend.evaluation.synthetic import synthesize
+    from backend.judged.data import load_judged_configs
+    from backend.judged.synthetic import synthesize_judged
 
     synthesize(mirror)
+    synthesize_judged(mirror, load_judged_configs([str(judged_config)]), rows=limit)
     console.print(f"data mirror: {mirror}")
 
     app = App.open(settings)
@@ -89,10 +115,13 @@ def run_demo(workdir: Path, console: Console, limit: int = 4) -> App:
     console.print(queue_table(app.queue.page(Status.PENDING), "pending requests"))
 
     console.rule(
-        f"4. the worker claims the top-ranked request and evaluates it ({limit} documents per subtask)"
+        f"4. the worker claims the top-ranked requests and evaluates them ({limit} documents per subtask, "
+        f"{limit} instructions on {DEMO_JUDGED})"
     )
-    finished = app.worker.work_once("demo-worker")
-    if finished is not None:
+    for _ in range(2):
+        finished = app.worker.work_once("demo-worker")
+        if finished is None:
+            break
         console.print(f"request {finished.id} ({finished.model}): {finished.status}")
         if finished.failure_reason:
             console.print(finished.failure_reason)
@@ -102,16 +131,33 @@ def run_demo(workdir: Path, console: Console, limit: int = 4) -> App:
                 f"evaluated in {evaluation.duration_seconds:.0f} s; artifacts in {evaluation.artifacts}"
             )
             console.print(f"reproduce with: {evaluation.provenance['command']}")
-    console.rule("5. the leaderboard")
+            for name, reason in (evaluation.provenance.get("judged_skipped") or {}).items():
+                console.print(f"not evaluated on {Path(name).stem}: {reason}", markup=False)
+        judged = app.evaluations.get(finished.id, DEMO_JUDGED)
+        if judged is not None:
+            run = judged.provenance["judged"]
+            console.print(
+                f"{DEMO_JUDGED}: {run['instructions']} answers judged by {run['judge']} in both orders "
+                f"({run['judged_anew']} judgements made, {run['from_cache']} from the cache)"
+            )
+    console.rule("5. the leaderboards: the benchmark one, and the judged one beside it")
     from backend.leaderboards.config import columns
 
     console.print(scores_table(app.config.name, columns(app.config), app.leaderboard.ranked()))
+    board = app.leaderboards[DEMO_JUDGED]
+    console.print(
+        scores_table(
+            f"{DEMO_JUDGED} (win rates against {board.config.reference.generator}, as AlpacaEval defines them)",
+            ["win_rate", "standard_error", "length_controlled_winrate", "n_total", "avg_length"],
+            board.ranked(),
+        )
+    )
     console.print(queue_table(app.queue.page(Status.PENDING), "still pending"))
 
     console.rule("6. the results dataset, published by the worker after the evaluation")
     published = Path(settings.results)
     files = sorted(p.relative_to(published).as_posix() for p in published.rglob("*") if p.is_file())
-    for prefix in ("leaderboard.", "README.md", "results/", "details/", "requests/"):
+    for prefix in ("leaderboard.", "README.md", "results/", "details/", "requests/", "judged/"):
         chosen = [f for f in files if f.startswith(prefix)]
         if chosen:
             console.print(f"{len(chosen):3d} x {chosen[0]}")
@@ -123,11 +169,18 @@ def run_demo(workdir: Path, console: Console, limit: int = 4) -> App:
         f"datasets.load_dataset({str(published)!r}): {table.num_rows} row(s) of {len(table.column_names)} "
         f"columns, from {table.column_names[0]!r} to {table.column_names[-1]!r}"
     )
+    judged_table = load_dataset(
+        str(published), DEMO_JUDGED, split="train", cache_dir=str(workdir / "datasets-cache")
+    )
+    console.print(
+        f"datasets.load_dataset({str(published)!r}, {DEMO_JUDGED!r}): {judged_table.num_rows} row(s), columns "
+        f"{', '.join(judged_table.column_names[:4])}, ..."
+    )
     console.print(f"database: {workdir / 'leaderboard.db'}; model store: {store.root}; data: {mirror}")
     console.rule("7. the pages")
     console.print(
         "`make serve-demo` serves this database; its leaderboard is then at http://127.0.0.1:8000/ "
-        "(the queue at /queue, the API at /docs)",
+        f"(the judged one at /leaderboards/{DEMO_JUDGED}, the queue at /queue, the API at /docs)",
         markup=False,
     )
     return app

@@ -274,6 +274,7 @@ def write_tiny_model(
     corrupt_weights: bool = False,
     extra_files: dict[str, str | bytes] | None = None,
     seed: int = 0,
+    answers: tuple[str, str] | None = None,
 ) -> None:
     """Write a tiny model repository into ``directory``; see the module docstring and each option.
 
@@ -287,6 +288,8 @@ def write_tiny_model(
     - adapter_of: a LoRA adapter of that base model instead of a full model (no config.json).
     - corrupt_weights: model.safetensors has a valid header but a truncated data region.
     - extra_files: written last, as given, relative to the repository root.
+    - answers: two tokens; the output layer is zero but for their rows, one the other's negative, so greedy
+      decoding answers one of them at every step (a tiny judge that always gives a verdict, "1" or "2").
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -353,6 +356,12 @@ def write_tiny_model(
             directory / "generation_config.json",
             {key: config[key] for key in ("bos_token_id", "eos_token_id", "pad_token_id")},
         )
+        if answers is not None:
+            vocab = json.loads((directory / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+            head = np.zeros_like(weights["lm_head.weight"])
+            direction = np.asarray(rng.normal(0, 1, head.shape[1]), dtype=head.dtype)
+            head[vocab[answers[0]]], head[vocab[answers[1]]] = direction, -direction
+            weights["lm_head.weight"] = head
         if safetensors:
             weights_path = directory / "model.safetensors"
             save_file(weights, weights_path, {"format": "pt"})

@@ -173,10 +173,17 @@ class Flaky:
         await send({"type": "http.response.body", "body": body})
 
 
-def build_leaning_judge(store: LocalModelStore, folder: Path, repo_id: str) -> None:
-    """The tiny model with every output row zero but those of "m" and "M", which are close to each other:
-    where the last hidden state leans their way both lead the top logprobs (a weighted preference strictly
-    between 1 and 2), elsewhere neither is among them (no verdict)."""
+def build_leaning_judge(
+    store: LocalModelStore,
+    folder: Path,
+    repo_id: str,
+    tokens: tuple[str, str] = ("m", "M"),
+    opposed: bool = False,
+) -> None:
+    """The tiny model with every output row zero but those of ``tokens``. Close to each other (the
+    default): where the last hidden state leans their way both lead the top logprobs (a weighted
+    preference strictly between 1 and 2), elsewhere neither is among them (no verdict). ``opposed``: one
+    row the other's negative, so that greedy decoding always answers one of the two (a verdict every time)."""
     import numpy as np
     from safetensors.numpy import load_file, save_file
 

@@ -100,6 +100,48 @@ def import_(folder: Path, leaderboard: str, glm_table: str | None, as_json: bool
     emit(as_json, report.as_dict(), text)
 
 
+@judge.command("difficulty")
+@click.option(
+    "--leaderboard", default="alpaca_eval_2", show_default=True, help="A judged leaderboard served here."
+)
+@click.option("--bootstrap", "rounds", type=click.IntRange(0, 10_000), default=100, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the fit as JSON.")
+@handle_errors
+def difficulty(leaderboard: str, rounds: int, seed: int, as_json: bool) -> None:
+    """Instruction difficulty estimated jointly over the leaderboard's models (for instruction sets without
+    AlpacaEval's table): each model's difficulty-adjusted win rate, its bootstrap standard error and its rank
+    range, and each instruction's difficulty."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from backend.cli.common import open_app
+    from backend.errors import InvalidInput
+    from backend.services.judged import joint_difficulty
+
+    with open_app() as app:
+        board = app.leaderboards.get(leaderboard)
+        if board is None or board is app.leaderboard:
+            raise InvalidInput(
+                f"{leaderboard} is not a judged leaderboard of this deployment (LEADERBOARD_JUDGED: "
+                f"{app.settings.judged or 'none'})"
+            )
+        fit = joint_difficulty(board, rounds, seed)
+
+    def text() -> None:
+        shown = Table(title=f"{leaderboard}: difficulty-adjusted win rates ({fit.rounds} bootstrap rounds)")
+        for column in ("rank", "model", "win rate", "± se", "ability", "judged"):
+            shown.add_column(column)
+        for e in fit.models:
+            rank = str(e.rank[0]) if e.rank[0] == e.rank[1] else f"{e.rank[0]}–{e.rank[1]}"
+            se = "-" if e.standard_error is None else f"{e.standard_error:.2f}"
+            shown.add_row(rank, e.model, f"{e.win_rate:.2f}", se, f"{e.ability:.3f}", str(e.judged))
+        console.print(shown)
+
+    emit(as_json, asdict(fit), text)
+
+
 def _shown(value: object) -> str:
     if value is None:
         return "-"

@@ -11,8 +11,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from backend.errors import AnnotationsInvalid, InvalidInput
+from backend.judged.annotations import read_annotations
 from backend.judged.config import METRICS, JudgedConfig, judged_config_hash
+from backend.judged.difficulty import DEFAULT_ROUNDS, JointFit, fit_joint
 from backend.judged.score import judged_scores
+from backend.services.leaderboard import LeaderboardService
 from backend.storage.evaluations import Evaluation
 
 #: Each metric's standard error, under the metric's name (as a benchmark's stderrs are).
@@ -58,3 +62,34 @@ def judged_evaluation(
         finished_at=finished_at,
         duration_seconds=(finished_at - started_at).total_seconds(),
     )
+
+
+def joint_difficulty(
+    board: LeaderboardService[JudgedConfig], rounds: int = DEFAULT_ROUNDS, seed: int = 0
+) -> JointFit:
+    """The joint instruction-difficulty fit over every model of a judged leaderboard (its latest result
+    each), from their annotations files; the models must have been judged on the same instructions, in the
+    same order (InvalidInput names the first that was not)."""
+    table = board.table()
+    preferences: dict[str, list[float | None]] = {}
+    instructions: list[str] | None = None
+    for evaluation, request in table.latest.values():
+        path = evaluation.provenance.get("annotations_file")
+        if not isinstance(path, str):
+            continue
+        try:
+            records = read_annotations(Path(path), f"{request.model}'s annotations").records
+        except AnnotationsInvalid as exc:
+            raise InvalidInput(f"{request.model}: {exc.message}") from exc
+        texts = [r.instruction for r in records]
+        if instructions is None:
+            instructions = texts
+        elif texts != instructions:
+            raise InvalidInput(
+                f"{request.model} was judged on other instructions (or in another order) than the first "
+                f"model of {board.config.name}: a joint fit needs one instruction set"
+            )
+        preferences[request.model] = [r.preference for r in records]
+    if not preferences:
+        raise InvalidInput(f"{board.config.name} has no judged model yet")
+    return fit_joint(preferences, rounds=rounds, seed=seed)

@@ -30,10 +30,20 @@ def test_demo_runs_the_whole_loop(tmp_path):
     assert "carol has already voted" in out
     assert "request 2 (demo-org/tiny-base): FINISHED" in out
     assert "reproduce with: leaderboard run demo-org/tiny-base --revision" in out
+    # The base model has no chat template: not on the judged leaderboard, the rule named; the chat model is.
+    assert "not evaluated on pandalm_demo: rule judged-chat-template" in out
+    assert "request 1 (demo-org/tiny-chat): FINISHED" in out
+    assert "pandalm_demo: 4 answers judged by demo-org/tiny-judge@" in out
+    assert "win rates against gpt4_1106_preview" in out
     # The worker published the result: the dataset loads with datasets.load_dataset.
     assert (workdir / "results" / "leaderboard.parquet").is_file()
     assert len(list((workdir / "results" / "results" / "demo-org" / "tiny-base").glob("results_*.json"))) == 1
-    assert "1 row(s) of" in out and "from 'eval_name'" in out
+    assert "2 row(s) of" in out and "from 'eval_name'" in out
+    assert "'pandalm_demo'): 1 row(s), columns name, win_rate" in out
+    judged = workdir / "results" / "judged" / "pandalm_demo" / "results" / "demo-org__tiny-chat"
+    assert (judged / "model_outputs.json").is_file() and (
+        judged / "tiny_judge" / "annotations.json"
+    ).is_file()
     # The state it leaves is a real database the CLI reads.
     env["LEADERBOARD_DATABASE_URL"] = f"sqlite:///{workdir / 'leaderboard.db'}"
 
@@ -49,11 +59,14 @@ def test_demo_runs_the_whole_loop(tmp_path):
         return json.loads(done.stdout)
 
     finished = cli("queue", "--status", "finished")
-    assert [(r["model"], r["votes"], r["attempts"]) for r in finished] == [("demo-org/tiny-base", 3, 1)]
-    assert [r["model"] for r in cli("queue")] == ["demo-org/tiny-chat"]
+    assert sorted((r["model"], r["votes"], r["attempts"]) for r in finished) == [
+        ("demo-org/tiny-base", 3, 1),
+        ("demo-org/tiny-chat", 0, 1),
+    ]
+    assert cli("queue") == []
     table = cli("scores")
-    assert [row["fullname"] for row in table] == ["demo-org/tiny-base"]
-    assert 0 <= table[0]["Average ⬆️"] <= 100
+    assert sorted(row["fullname"] for row in table) == ["demo-org/tiny-base", "demo-org/tiny-chat"]
+    assert all(0 <= row["Average ⬆️"] <= 100 for row in table)
     assert (workdir / "models" / "models--demo-org--tiny-chat" / "refs" / "main").is_file()
 
     # It ends by saying where its leaderboard is shown, and `make serve-demo` (its settings read from the
@@ -72,5 +85,13 @@ def test_demo_runs_the_whole_loop(tmp_path):
     with live_server(server_env, tmp_path / "serve.log") as server:
         page = httpx.get(f"{server.url}/", timeout=30)
         assert page.status_code == 200 and "demo-org/tiny-base" in page.text
+        judged = httpx.get(f"{server.url}/leaderboards/pandalm_demo", timeout=30)
+        assert judged.status_code == 200 and "demo-org/tiny-chat" in judged.text
+        assert "demo-org/tiny-base" not in judged.text and "win_rate" in judged.text
+        listing = httpx.get(f"{server.url}/api/leaderboards", timeout=30).json()
+        assert [(b["name"], b["kind"]) for b in listing] == [
+            ("open_llm_v2", "benchmark"),
+            ("pandalm_demo", "judged"),
+        ]
         csv = httpx.get(f"{server.url}/api/results", params={"format": "csv"}, timeout=30)
         assert csv.status_code == 200 and "demo-org/tiny-base" in csv.text

@@ -16,9 +16,10 @@ from backend.judged.glm import read_glm_table
 from backend.judged.score import score
 from backend.leaderboards.config import load_leaderboard
 from backend.publish.targets import LocalFolderTarget
+from backend.services.judged import joint_difficulty
 from backend.services.judged_import import JudgedImportService
 from backend.services.leaderboard import Query
-from backend.settings import Settings
+from backend.settings import Settings, get_settings
 
 from ..judged_data import make_records, write_table
 
@@ -89,6 +90,12 @@ def test_import_scores_publishes_and_loads(judged_app: App, tmp_path: Path) -> N
     assert total == 2 and ranked[0]["length_controlled_winrate"] >= ranked[1]["length_controlled_winrate"]
     assert judged_app.leaderboard.rows() == []  # imported models have no benchmark result
 
+    # Their own instruction set's difficulty, jointly over the leaderboard's models.
+    fit = joint_difficulty(board, rounds=10, seed=1)
+    assert {e.model for e in fit.models} == {"alpaca_eval/Model-A-Chat", "alpaca_eval/model_b.v2"}
+    assert len(fit.difficulties) == 40 and all(e.standard_error is not None for e in fit.models)
+    assert all(1 <= e.rank[0] <= e.rank[1] <= 2 for e in fit.models)
+
     again = service.import_folder(config, results, table_file)  # type: ignore[arg-type]
     assert again.imported == [] and again.already == report.imported
 
@@ -146,3 +153,15 @@ def test_the_cli_imports_and_reports(
     assert report["imported"] == ["alpaca_eval/Model-A-Chat"] and report["leaderboard"] == "alpaca_eval_2"
     out = CliRunner().invoke(cli, ["judge", "import", str(tmp_path / "nowhere")])
     assert out.exit_code != 0 and "not a folder" in out.output
+    out = CliRunner().invoke(cli, ["judge", "import", str(results), "--json"])
+    assert json.loads(out.output)["imported"] == ["alpaca_eval/model_b.v2"]
+    monkeypatch.setenv("LEADERBOARD_JUDGED", "alpaca_eval_2")
+    get_settings.cache_clear()
+    out = CliRunner().invoke(
+        cli, ["judge", "difficulty", "--leaderboard", "alpaca_eval_2", "--bootstrap", "5", "--json"]
+    )
+    assert out.exit_code == 0, out.output
+    fit = json.loads(out.output)
+    assert len(fit["models"]) == 2 and fit["rounds"] == 5
+    out = CliRunner().invoke(cli, ["judge", "difficulty", "--leaderboard", "open_llm_v2"])
+    assert out.exit_code != 0 and "not a judged leaderboard" in out.output
