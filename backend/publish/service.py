@@ -19,7 +19,14 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from backend.domain import EvalRequest, is_repo_id, is_sha
-from backend.errors import InvalidInput, NothingPublished, PublishedFileNotFound, PublishFailed, UnsafePath
+from backend.errors import (
+    InvalidInput,
+    LeaderboardNotFound,
+    NothingPublished,
+    PublishedFileNotFound,
+    PublishFailed,
+    UnsafePath,
+)
 from backend.judged.config import JudgedConfig
 from backend.leaderboards.config import AnyConfig, LeaderboardConfig
 from backend.paths import parts_of
@@ -233,7 +240,9 @@ class PublishService:
             board = next((b for b in self.judged if b.name == leaderboard), None)
             if board is None:
                 known = ", ".join(b.name for b in self.boards)
-                raise InvalidInput(f"leaderboard must be one of the deployment's: {known}")
+                raise LeaderboardNotFound(
+                    f"no leaderboard named '{leaderboard}' here: the deployment serves {known}"
+                )
             path = judged_files.table_paths(board)[0]
         data = target.read(path)
         if data is None:
