@@ -22,7 +22,7 @@ from backend.api.schemas import (
 from backend.domain import ModelType, Precision, Status
 from backend.errors import DatabaseUnavailable, LeaderboardNotFound
 from backend.judged.config import JudgedConfig
-from backend.services.leaderboard import LeaderboardService
+from backend.services.leaderboard import LeaderboardService, query_of
 from backend.services.leaderboard import Query as TableQuery
 
 MAX_ID = 2**31 - 1
@@ -60,19 +60,7 @@ class TableFilters:
         self.hide_flagged, self.hide_merged = hide_flagged, hide_merged
 
     def query(self, sort: str, order: str) -> TableQuery:
-        return TableQuery(
-            sort,
-            order == "desc",
-            self.model_type,
-            self.precision,
-            self.min_params,
-            self.max_params,
-            self.search,
-            chat_template=self.chat_template,
-            official_only=self.official,
-            hide_flagged=self.hide_flagged,
-            hide_merged=self.hide_merged,
-        )
+        return query_of(self, sort, order == "desc")
 
 
 def _page(board: LeaderboardService[Any], query: TableQuery, limit: int, offset: int) -> LeaderboardPage:

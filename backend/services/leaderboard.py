@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -56,6 +56,54 @@ class Query:
     official_only: bool = False  # only models of official providers
     hide_flagged: bool = False
     hide_merged: bool = False
+
+
+class Filters(Protocol):
+    """The table filters as a page's view or an API call reads them."""
+
+    @property
+    def model_type(self) -> ModelType | None: ...
+
+    @property
+    def precision(self) -> Precision | None: ...
+
+    @property
+    def min_params(self) -> float | None: ...
+
+    @property
+    def max_params(self) -> float | None: ...
+
+    @property
+    def search(self) -> str | None: ...
+
+    @property
+    def chat_template(self) -> bool | None: ...
+
+    @property
+    def official(self) -> bool: ...
+
+    @property
+    def hide_flagged(self) -> bool: ...
+
+    @property
+    def hide_merged(self) -> bool: ...
+
+
+def query_of(filters: Filters, sort: str, descending: bool) -> Query:
+    """The query of ``filters`` sorted by ``sort``."""
+    return Query(
+        sort,
+        descending,
+        filters.model_type,
+        filters.precision,
+        filters.min_params,
+        filters.max_params,
+        filters.search,
+        chat_template=filters.chat_template,
+        official_only=filters.official,
+        hide_flagged=filters.hide_flagged,
+        hide_merged=filters.hide_merged,
+    )
 
 
 @dataclass(frozen=True)

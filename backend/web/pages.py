@@ -39,7 +39,7 @@ from backend.publish.table import (
     stderr_column,
     table_columns,
 )
-from backend.services.leaderboard import LeaderboardService, Query
+from backend.services.leaderboard import LeaderboardService, Query, query_of
 from backend.services.redact import strip_server_paths
 from backend.storage.evaluations import Evaluation
 from backend.storage.tokens import token_hash
@@ -72,19 +72,7 @@ class TableView:
     path: str = "/"  # the page: "/" (the benchmark leaderboard) or /leaderboards/<name>
 
     def query(self) -> Query:
-        return Query(
-            self.sort,
-            self.descending,
-            self.model_type,
-            self.precision,
-            self.min_params,
-            self.max_params,
-            self.search,
-            chat_template=self.chat_template,
-            official_only=self.official,
-            hide_flagged=self.hide_flagged,
-            hide_merged=self.hide_merged,
-        )
+        return query_of(self, self.sort, self.descending)
 
     @property
     def filtered(self) -> bool:
