@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from starlette.testclient import TestClient
 
+from backend.api.app import create_api
 from backend.app import App
 from backend.cli.main import cli
 from backend.judged.annotations import parse_annotations
@@ -98,6 +100,28 @@ def test_import_scores_publishes_and_loads(judged_app: App, tmp_path: Path) -> N
 
     again = service.import_folder(config, results, table_file)  # type: ignore[arg-type]
     assert again.imported == [] and again.already == report.imported
+
+    # The API lists both leaderboards and serves the judged table; its page shows it, ranked.
+    with TestClient(create_api(judged_app)) as http:
+        listing = http.get("/api/leaderboards").json()
+        assert [(b["name"], b["kind"], b["sort"]) for b in listing] == [
+            ("open_llm_v2", "benchmark", "Average ⬆️"),
+            ("alpaca_eval_2", "judged", "length_controlled_winrate"),
+        ]
+        page = http.get("/api/leaderboards/alpaca_eval_2", params={"sort": "win_rate", "order": "asc"}).json()
+        assert page["total"] == 2 and page["columns"][:3] == [
+            "name",
+            "length_controlled_winrate",
+            "lc_standard_error",
+        ]
+        assert [r["win_rate"] for r in page["rows"]] == sorted(r["win_rate"] for r in page["rows"])
+        assert http.get("/api/leaderboards/alpaca_eval_2", params={"sort": "nope"}).status_code == 422
+        assert http.get("/api/leaderboards/nope").json()["error"]["code"] == "leaderboard_not_found"
+        html = http.get("/leaderboards/alpaca_eval_2").text
+        assert "alpaca_eval/Model-A-Chat" in html and "length_controlled_winrate" in html
+        assert 'href="/requests/' in html and 'aria-current="page"' in html
+        assert http.get("/leaderboards/alpaca_eval_2", params={"sort": "nope"}).status_code == 400
+        assert http.get("/leaderboards/nope").status_code == 404
 
     folder = tmp_path / "published"
     published = judged_app.publishing.publish(LocalFolderTarget(folder))
