@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends, status
 from backend.api.deps import Ctx, User, known_query_only
 from backend.api.responses import WRITE
 from backend.api.routes_public import RequestId
-from backend.api.schemas import RequestOut, SubmissionIn, VoteOut
+from backend.api.schemas import RequestOut, SubmissionIn, SubmittedOut, VoteOut
 from backend.domain import Submission
 
 
@@ -13,14 +13,16 @@ def build() -> APIRouter:
     router = APIRouter(tags=["submissions and votes"], dependencies=[Depends(known_query_only)])
 
     @router.post(
-        "/api/submissions", response_model=RequestOut, status_code=status.HTTP_201_CREATED, responses=WRITE
+        "/api/submissions", response_model=SubmittedOut, status_code=status.HTTP_201_CREATED, responses=WRITE
     )
-    def submit(body: SubmissionIn, ctx: Ctx, caller: User) -> RequestOut:
+    def submit(body: SubmissionIn, ctx: Ctx, caller: User) -> SubmittedOut:
         """Submit a model for evaluation, as the token's user; the request comes back with the commit it was
         frozen to. A rejection names the rule that failed and how to fix it."""
         ctx.limiter.hit(caller.user, "submission")
         submission = Submission(sender=caller.user, **body.model_dump())
-        return RequestOut.of(ctx.app.submissions.submit(submission))
+        request = ctx.app.submissions.submit(submission)
+        out = RequestOut.of(request).model_dump()
+        return SubmittedOut(**out, not_evaluated_on=ctx.app.submissions.not_evaluated_on(request))
 
     @router.post("/api/requests/{request_id}/vote", response_model=VoteOut, responses=WRITE)
     def vote(request_id: RequestId, ctx: Ctx, caller: User) -> VoteOut:

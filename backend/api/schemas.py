@@ -87,6 +87,14 @@ class RequestOut(BaseModel):
         return cls(architectures=list(request.architectures), **fields)
 
 
+class SubmittedOut(RequestOut):
+    not_evaluated_on: dict[str, str] = Field(
+        default_factory=dict,
+        description="The deployment's judged leaderboards this request will not be evaluated on, each with the "
+        "rule and the fix (a submission without its chat template is on the benchmark leaderboard only).",
+    )
+
+
 class QueuePage(BaseModel):
     status: Status | None
     offset: int

@@ -6,6 +6,7 @@ exit status (1 for a refused action, 2 for bad usage).
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -80,14 +81,17 @@ def submit(
             use_chat_template=chat_template,
         )
     )
-    emit(
-        as_json,
-        request,
-        lambda: console.print(
+    skipped = app.submissions.not_evaluated_on(request)
+
+    def text() -> None:
+        console.print(
             f"submitted request {request.id}: {request.model} @ {request.sha} ({request.precision}), "
             f"{request.params_b:g}B parameters, 1 vote"
-        ),
-    )
+        )
+        for name, reason in skipped.items():
+            console.print(f"not evaluated on {name}: {reason}", markup=False)
+
+    emit(as_json, {**asdict(request), "not_evaluated_on": skipped} if skipped else request, text)
 
 
 @cli.command()

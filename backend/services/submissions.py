@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from backend.domain import EvalRequest, Submission
 from backend.errors import InvalidInput
+from backend.judged.config import JUDGED_NEEDS_CHAT_TEMPLATE
 from backend.services.validation import ValidationContext, validate
 from backend.storage.requests import RequestRepository
 
@@ -23,6 +25,13 @@ class SubmissionService:
     def __init__(self, ctx: ValidationContext, requests: RequestRepository) -> None:
         self.ctx = ctx
         self.requests = requests
+
+    def not_evaluated_on(self, request: EvalRequest) -> dict[str, str]:
+        """The deployment's judged leaderboards ``request`` will not be evaluated on, each with the rule
+        and the fix (a submission without its chat template is on the benchmark leaderboard only)."""
+        if request.use_chat_template:
+            return {}
+        return {Path(name).stem: JUDGED_NEEDS_CHAT_TEMPLATE for name in self.ctx.settings.judged_leaderboards}
 
     def submit(self, sub: Submission) -> EvalRequest:
         check_user(sub.sender)

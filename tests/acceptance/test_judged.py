@@ -95,7 +95,15 @@ def judged_settings(assets, endpoint: str, work: Path) -> dict[str, str]:
 def submit(env: dict[str, str], model: str, *flags: str) -> int:
     result = leaderboard(env, "submit", model, "--user", "alice", *flags, "--json", timeout=120)
     assert result.returncode == 0, result.stderr
-    return int(json.loads(result.stdout)["id"])
+    answer = json.loads(result.stdout)
+    # Told at once which judged leaderboards it will not be on, and why.
+    expected = (
+        {}
+        if "--no-chat-template" not in flags
+        else dict.fromkeys(("alpaca_eval_2", "pandalm"), JUDGED_NEEDS_CHAT_TEMPLATE)
+    )
+    assert answer.get("not_evaluated_on", {}) == expected
+    return int(answer["id"])
 
 
 def check_evaluated(app: App, request_id: int, work: Path) -> None:
