@@ -35,10 +35,13 @@ def judged_evaluation(
     worker_id: str,
     started_at: datetime,
     finished_at: datetime,
+    results: dict[str, Any] | None = None,
 ) -> Evaluation:
     """The result of ``request_id`` on ``config``; ``provenance`` is the run's (or the import's): what was
-    generated and judged how. The length control that was fitted is added to it, so the table can say it."""
-    results = judged_scores(annotations_file, glm_table_file)
+    generated and judged how. The length control that was fitted is added to it, so the table can say it.
+    ``results``: the file's judged_scores when the caller has them already (the import scores first)."""
+    if results is None:
+        results = judged_scores(annotations_file, glm_table_file)
     judged = dict(provenance.get("judged") or {})
     judged["length_controlled_glm"] = results["length_controlled_glm"]
     judged["length_controlled_note"] = results["length_controlled_note"]

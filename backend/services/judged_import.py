@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.domain import ModelType, Precision, Status, WeightType
-from backend.errors import AnnotationsInvalid, InvalidInput
+from backend.errors import AnnotationsInvalid, GlmTableInvalid, InvalidInput
 from backend.judged.annotations import (
     MAX_FILE_BYTES,
     MAX_RECORDS,
@@ -35,6 +35,8 @@ from backend.judged.annotations import (
     read_limited,
 )
 from backend.judged.config import JudgedConfig
+from backend.judged.glm import read_glm_table
+from backend.judged.score import score
 from backend.paths import inside
 from backend.services.judged import judged_evaluation
 from backend.storage.evaluations import EvaluationRepository
@@ -146,7 +148,7 @@ class JudgedImportService:
                 continue
             try:
                 self._import_one(config, name, model_dir, annotations, glm_table, report)
-            except (AnnotationsInvalid, InvalidInput) as exc:
+            except (AnnotationsInvalid, GlmTableInvalid, InvalidInput) as exc:
                 report.skipped.append((name, exc.message))
         return report
 
@@ -178,6 +180,10 @@ class JudgedImportService:
             if self.evaluations.get(existing.id, config.name) is not None:
                 report.already.append(model)
                 return
+        # Scored before anything is stored: a request left RUNNING by a failed score would be released to
+        # the queue and evaluated from the Hub as alpaca_eval/<name>, a repository anyone may create.
+        table = read_glm_table(glm_table) if glm_table is not None else None
+        results = score(records, table).as_dict()
         kept = inside(self.root, config.name, name, sha[:12])
         kept.mkdir(parents=True, exist_ok=True)
         (kept / ANNOTATIONS).write_bytes(data)
@@ -237,6 +243,7 @@ class JudgedImportService:
             worker_id=IMPORTER,
             started_at=now,
             finished_at=now,
+            results=results,
         )
         self.evaluations.store_and_finish(evaluation, now)
         report.imported.append(model)

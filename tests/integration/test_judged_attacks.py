@@ -1,0 +1,54 @@
+"""`leaderboard judge import` against hostile or broken AlpacaEval folders: nothing is left half imported,
+nothing is read through a link, and a name the table and its CSV show is a plain model name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from backend.app import App
+from backend.leaderboards.config import load_leaderboard
+from backend.services.judged_import import JudgedImportService
+from backend.settings import Settings
+
+from ..judged_data import make_records, write_table
+
+ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
+
+
+@pytest.fixture
+def judged_app(database_url: str, clock, tmp_path: Path):
+    settings = Settings(database_url=database_url, judged="alpaca_eval_2", work_dir=tmp_path / "work")
+    application = App.open(settings)
+    application.clock = clock
+    yield application
+    application.close()
+
+
+def _model(results: Path, name: str, n: int = 40, generator: str | None = None) -> Path:
+    folder = results / name / ANNOTATOR
+    folder.mkdir(parents=True)
+    records = make_records(1, n, "length_biased", generator or name)
+    (folder / "annotations.json").write_text(json.dumps(records))
+    return results / name
+
+
+def _import(app: App, results: Path, tmp_path: Path, table: Path | None = None):
+    service = JudgedImportService(app.requests, app.evaluations, app.clock, tmp_path / "work")
+    return service.import_folder(load_leaderboard("alpaca_eval_2"), results, table)  # type: ignore[arg-type]
+
+
+def test_a_file_the_glm_table_cannot_score_leaves_no_request_behind(judged_app: App, tmp_path: Path) -> None:
+    """Scored before anything is stored: a RUNNING request left behind would be released by the reaper and
+    evaluated from the Hub as alpaca_eval/<name>, a repository anyone may create."""
+    results = tmp_path / "results"
+    _model(results, "too-long", n=50)
+    _model(results, "fits", n=40)
+    table = write_table(tmp_path / "df_gamed.csv", 40)
+    report = _import(judged_app, results, tmp_path, table)
+    assert report.imported == ["alpaca_eval/fits"]
+    assert [name for name, _ in report.skipped] == ["too-long"]
+    assert "record 40 has none" in report.skipped[0][1]
+    assert [r.model for r in judged_app.requests.all()] == ["alpaca_eval/fits"]
