@@ -48,7 +48,7 @@ NAMESPACE = "alpaca_eval"
 OUTPUTS = "model_outputs.json"
 ANNOTATIONS = "annotations.json"
 #: AlpacaEval's model folder names; they become the name part of a model id.
-_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\Z")  # \Z: "$" lets a final newline through
 MAX_MODELS = 5_000
 IMPORTER = "judge-import"
 

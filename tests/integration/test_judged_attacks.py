@@ -52,3 +52,10 @@ def test_a_file_the_glm_table_cannot_score_leaves_no_request_behind(judged_app: 
     assert [name for name, _ in report.skipped] == ["too-long"]
     assert "record 40 has none" in report.skipped[0][1]
     assert [r.model for r in judged_app.requests.all()] == ["alpaca_eval/fits"]
+
+
+def test_a_folder_name_ending_in_a_newline_is_not_a_model_name(judged_app: App, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    _model(results, "model\n")
+    report = _import(judged_app, results, tmp_path)
+    assert report.imported == [] and [name for name, _ in report.skipped] == ["model\n"]

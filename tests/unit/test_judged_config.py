@@ -76,3 +76,10 @@ def test_the_hash_follows_what_scores(tmp_path: Path) -> None:
 def test_a_bad_field_is_named(tmp_path: Path, change, message: str) -> None:
     with pytest.raises(LeaderboardConfigError, match=message):
         load_leaderboard(str(_write(tmp_path, change)))
+
+
+def test_a_name_in_a_path_may_not_end_in_a_newline(tmp_path: Path) -> None:
+    """The annotator names a published folder: '$' would let a trailing newline through."""
+    path = _write(tmp_path, lambda d: d["judge"].update(annotator="weighted\n"))
+    with pytest.raises(LeaderboardConfigError, match=r"judge\.annotator"):
+        load_leaderboard(path)
