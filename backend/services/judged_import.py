@@ -173,6 +173,12 @@ class JudgedImportService:
                 f"{source} judges against {records.generator_1[:100]}, but {config.name}'s reference is "
                 f"{config.reference.generator}: import it into a leaderboard with that reference"
             )
+        if not _MODEL.match(records.generator_2):
+            # It is the table's name column (page, API, published CSV): no formula, markup or control there.
+            raise InvalidInput(
+                f"{source}: generator_2 {records.generator_2[:100]!r} is not a model name (a letter or digit, "
+                "then letters, digits, . _ -, at most 96): name the model as its results folder is named"
+            )
         outputs = _model_outputs(model_dir / OUTPUTS) if (model_dir / OUTPUTS).is_file() else None
         model = f"{NAMESPACE}/{name}"
         sha = hashlib.sha1(data).hexdigest()  # the commit of an import: the annotations it scores

@@ -59,3 +59,19 @@ def test_a_folder_name_ending_in_a_newline_is_not_a_model_name(judged_app: App, 
     _model(results, "model\n")
     report = _import(judged_app, results, tmp_path)
     assert report.imported == [] and [name for name, _ in report.skipped] == ["model\n"]
+
+
+@pytest.mark.parametrize(
+    "generator",
+    ['=HYPERLINK("http://evil","x")', "<script>alert(1)</script>", "+cmd", "model\nname"],
+)
+def test_a_generator_name_that_is_not_a_model_name_is_refused(
+    judged_app: App, tmp_path: Path, generator: str
+) -> None:
+    """generator_2 becomes the table's name column (page, API, published CSV): a formula or markup there
+    would run in a spreadsheet that opens the CSV."""
+    results = tmp_path / "results"
+    _model(results, "odd", generator=generator)
+    report = _import(judged_app, results, tmp_path)
+    assert report.imported == [] and [name for name, _ in report.skipped] == ["odd"]
+    assert "generator_2" in report.skipped[0][1]
