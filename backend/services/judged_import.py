@@ -138,7 +138,14 @@ class JudgedImportService:
                 )
                 continue
             annotations = model_dir / config.judge.annotator / ANNOTATIONS
-            if not annotations.is_file() or annotations.is_symlink():
+            linked = [p for p in (annotations.parent, annotations, model_dir / OUTPUTS) if p.is_symlink()]
+            if linked:
+                # What is copied is published: nothing is read from outside the folder given.
+                report.skipped.append(
+                    (name, f"{linked[0].relative_to(model_dir)} is a link: copy the file itself into {name}/")
+                )
+                continue
+            if not annotations.is_file():
                 report.skipped.append(
                     (
                         name,

@@ -75,3 +75,22 @@ def test_a_generator_name_that_is_not_a_model_name_is_refused(
     report = _import(judged_app, results, tmp_path)
     assert report.imported == [] and [name for name, _ in report.skipped] == ["odd"]
     assert "generator_2" in report.skipped[0][1]
+
+
+def test_files_are_not_read_through_links(judged_app: App, tmp_path: Path) -> None:
+    """An annotator folder or a model_outputs.json that is a link to elsewhere is not copied and published."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    results = tmp_path / "results"
+    model = _model(outside, "linked")
+    (results / "linked").mkdir(parents=True)
+    (results / "linked" / ANNOTATOR).symlink_to(model / ANNOTATOR)
+    secret = outside / "secret.json"
+    secret.write_text(json.dumps([{"instruction": "secret", "output": "secret"}]))
+    other = _model(results, "outputs-linked")
+    (other / "model_outputs.json").symlink_to(secret)
+    report = _import(judged_app, results, tmp_path)
+    assert report.imported == []
+    assert sorted(name for name, _ in report.skipped) == ["linked", "outputs-linked"]
+    assert all("link" in why for _, why in report.skipped)
+    assert not list((tmp_path / "work").rglob("model_outputs.json"))
