@@ -31,7 +31,7 @@ from backend.judged.annotations import (
     MAX_FILE_BYTES,
     MAX_RECORDS,
     MAX_TEXT_CHARS,
-    read_annotations,
+    parse_annotations,
     read_limited,
 )
 from backend.judged.config import JudgedConfig
@@ -174,7 +174,7 @@ class JudgedImportService:
             raise AnnotationsInvalid(
                 source, f"larger than {MAX_FILE_BYTES // 2**20} MiB", "import a smaller file"
             )
-        records = read_annotations(annotations, source)  # checked before anything is stored
+        records = parse_annotations(data, source)  # the bytes hashed and kept: the file is read once
         if records.generator_1 != config.reference.generator:
             raise InvalidInput(
                 f"{source} judges against {records.generator_1[:100]}, but {config.name}'s reference is "
