@@ -157,6 +157,11 @@ class JudgedImportService:
                 self._import_one(config, name, model_dir, annotations, glm_table, report)
             except (AnnotationsInvalid, GlmTableInvalid, InvalidInput) as exc:
                 report.skipped.append((name, exc.message))
+            except OSError as exc:  # unreadable (permissions, a vanished file): this model only
+                why = exc.strerror or type(exc).__name__
+                report.skipped.append(
+                    (name, f"its files cannot be read ({why}): check them and import again")
+                )
         return report
 
     def _import_one(
