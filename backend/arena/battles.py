@@ -119,7 +119,8 @@ def _loads() -> Callable[[bytes], Any]:
         import orjson
     except ImportError:
         return json.loads
-    return orjson.loads  # type: ignore[no-any-return]
+    loads: Callable[[bytes], Any] = orjson.loads
+    return loads
 
 
 def _read_json(path: Path, name: str) -> Battles:

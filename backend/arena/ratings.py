@@ -267,10 +267,6 @@ def _one_blas_thread() -> Iterator[None]:
         yield
 
 
-def _component_means(problem: _Problem, r: np.ndarray) -> np.ndarray:
-    return problem.gauge @ r
-
-
 def _scale(strengths: np.ndarray, anchor: tuple[int, float] | None) -> np.ndarray:
     ratings = BASE + SCALE * strengths
     if anchor is not None:
