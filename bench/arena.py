@@ -75,7 +75,7 @@ def run(size: str, root: Path) -> dict[str, Any]:
     errors = [abs(by_name[name].rating - value) for name, value in drawn.items()]
     covered = sum(
         by_name[name].rating_lower <= value <= by_name[name].rating_upper for name, value in drawn.items()
-    )  # type: ignore[operator]
+    )
     return {
         "battles": n,
         "models": models,

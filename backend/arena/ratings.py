@@ -163,7 +163,7 @@ def fit_ratings(
             + "; those ratings are where the fit stopped, not estimates: rate them after more battles"
         )
     for warning in notes:
-        log.warning("arena ratings: %s", warning)
+        log.info("arena ratings: %s", warning)  # the result carries it; callers show it (the CLI on stderr)
     return Ratings(
         models=_ranked(battles, ratings, lower, upper),
         battles=len(battles),
