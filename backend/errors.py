@@ -576,3 +576,18 @@ class JudgeNotLoadable(LeaderboardError):
 
     http_status = 500
     code = "judge_not_loadable"
+
+
+class BattlesInvalid(LeaderboardError):
+    """The battles file is not in the public Chatbot Arena's format (records with model_a, model_b and winner:
+    model_a, model_b, tie or tie (bothbad)) as .json, .jsonl, .csv or .parquet: fix what the message names and
+    rate it again."""
+
+    http_status = 422
+    code = "battles_invalid"
+
+    def __init__(self, source: str, problem: str, fix: str) -> None:
+        self.source = source
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{source}: {problem}. Fix: {fix}")

@@ -28,6 +28,8 @@ REMEDIES = {
     "re-score": "parse and write samples with a faster JSON library (orjson: reading and writing the samples "
     "is about half of the time in a profile), score models in parallel processes (one per core), and store "
     "only the re-scored metrics of each sample instead of a full copy of its record",
+    "arena ratings": "read only the three columns from Parquet (already so), fit the bootstrap rounds in "
+    "processes (automatic above PROCESS_MODELS models; below it, spawning costs more than the rounds)",
 }
 
 
@@ -51,6 +53,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     found.append(("publish table+card", publishing.get("target_full_seconds")))
     found.append(("publish incremental", publishing.get("target_incremental_seconds")))
     found.append(("re-score", (benches.get("rescoring") or {}).get("target_seconds")))
+    found.append(("arena ratings", (benches.get("arena") or {}).get("target_seconds")))
     return [{"name": name, **figure} for name, figure in found if figure]
 
 
@@ -133,6 +136,15 @@ def markdown(results: dict[str, Any]) -> str:
             f"Re-scoring {rs['benchmark']} of {rs['models']:,} models ({rs['samples_per_model']:,} samples of "
             f"{rs['sample_bytes_mean'] / 1000:.1f} kB each): {rs['seconds']:.1f} s ({rs['seconds_per_model'] * 1000:.0f} "
             f"ms a model, {rs['samples_per_second']:.0f} samples/s), {rs['new_versions_stored']} new versions stored."
+        )
+    ar = benches.get("arena") or {}
+    if "seconds" in ar:
+        lines.append(
+            f"Arena ratings of {ar['battles']:,} battles of {ar['models']} models, {ar['bootstrap_rounds']} bootstrap "
+            f"rounds: {ar['seconds']:.2f} s (read Parquet {ar['read_parquet_seconds']:.2f} s, fit and bootstrap "
+            f"{ar['fit_and_bootstrap_seconds']:.2f} s; over 2 processes {ar['fit_and_bootstrap_two_processes_seconds']:.2f} "
+            f"s); reading the same battles as JSON {ar['read_json_seconds']:.1f} s; "
+            f"{ar['drawn_inside_interval_share']:.0%} of the strengths drawn from inside their intervals."
         )
     gpu = benches.get("gpu") or {}
     if "skipped" in gpu:

@@ -13,6 +13,7 @@ import click
 
 from backend import __version__, logs
 from backend.cli.api import serve, token
+from backend.cli.arena import arena
 from backend.cli.common import F, console, emit, enum_choice, handle_errors, open_app, settings_help
 from backend.cli.data import data
 from backend.cli.evaluation import run, scores, worker
@@ -357,6 +358,7 @@ for command in (worker, run, scores, normalize, data, publish, results, rescore,
     cli.add_command(command)
 admin.add_command(token)
 cli.add_command(scheduler)
+cli.add_command(arena)
 
 
 def main() -> None:

@@ -138,6 +138,15 @@ def test_layers_call_only_the_layers_below():
             "backend.storage",
             "backend.scheduler",
         ),
+        # The arena's ratings: a pure library over battles, under the services and the interfaces.
+        "backend.arena": (
+            "backend.services",
+            "backend.api",
+            "backend.web",
+            "backend.cli",
+            "backend.scheduler",
+            "backend.storage",
+        ),
         # The model endpoint and its client: over the model store, never the database or the services.
         "backend.serving": (
             "backend.services",
