@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.acceptance.live_api import live_server
 from tests.commands import clean_env
 
 
+@pytest.mark.timeout(1100)
 def test_demo_runs_the_whole_loop(tmp_path):
     workdir = tmp_path / "demo"
     env = clean_env()
@@ -22,7 +24,7 @@ def test_demo_runs_the_whole_loop(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=580,  # about a minute alone; several times that beside the other slow tests on 2 CPUs
+        timeout=900,  # about 75 s alone (two evaluations); several times that beside other slow tests on 2 CPUs
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
