@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +33,16 @@ def clock() -> Clock:
 @pytest.fixture
 def app(database_url: str, clock: Clock) -> Iterator[App]:
     application = App.open(Settings(database_url=database_url, lease_seconds=60, max_attempts=3))
+    application.clock = clock
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def judged_app(database_url: str, clock: Clock, tmp_path: Path) -> Iterator[App]:
+    """An app whose deployment also serves the judged leaderboard alpaca_eval_2."""
+    settings = Settings(database_url=database_url, judged="alpaca_eval_2", work_dir=tmp_path / "work")
+    application = App.open(settings)
     application.clock = clock
     yield application
     application.close()

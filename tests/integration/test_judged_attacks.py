@@ -11,20 +11,10 @@ import pytest
 from backend.app import App
 from backend.leaderboards.config import load_leaderboard
 from backend.services.judged_import import JudgedImportService
-from backend.settings import Settings
 
 from ..judged_data import make_records, write_table
 
 ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
-
-
-@pytest.fixture
-def judged_app(database_url: str, clock, tmp_path: Path):
-    settings = Settings(database_url=database_url, judged="alpaca_eval_2", work_dir=tmp_path / "work")
-    application = App.open(settings)
-    application.clock = clock
-    yield application
-    application.close()
 
 
 def _model(results: Path, name: str, n: int = 40, generator: str | None = None) -> Path:

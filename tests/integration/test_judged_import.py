@@ -21,7 +21,7 @@ from backend.publish.targets import LocalFolderTarget
 from backend.services.judged import joint_difficulty
 from backend.services.judged_import import JudgedImportService
 from backend.services.leaderboard import Query
-from backend.settings import Settings, get_settings
+from backend.settings import get_settings
 
 from ..judged_data import make_records, write_table
 
@@ -42,15 +42,6 @@ def _results_folder(root: Path) -> Path:
     (results / "only-outputs").mkdir()
     (results / "only-outputs" / "model_outputs.json").write_text("[]")
     return results
-
-
-@pytest.fixture
-def judged_app(database_url: str, clock, tmp_path: Path):
-    settings = Settings(database_url=database_url, judged="alpaca_eval_2", work_dir=tmp_path / "work")
-    application = App.open(settings)
-    application.clock = clock
-    yield application
-    application.close()
 
 
 def test_import_scores_publishes_and_loads(judged_app: App, tmp_path: Path) -> None:
