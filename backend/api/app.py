@@ -66,6 +66,7 @@ def create_api(app: App, background: Sequence[Background] = ()) -> FastAPI:
         }
     )
     leaderboard = app.leaderboard
+    app.leaderboards  # noqa: B018 (every judged config loads now: a bad LEADERBOARD_JUDGED stops the start)
     api.state.context = Context(app=app, auth=auth, limiter=limiter, leaderboard=leaderboard)
     api.state.sessions = Sessions(
         settings.session_secret.get_secret_value() if settings.session_secret else None,

@@ -158,5 +158,7 @@ class SchedulerService:
 
 
 def build_scheduler(app: App) -> SchedulerService:
-    """The scheduler for `leaderboard serve` and `leaderboard scheduler`: every job, the configured executor."""
+    """The scheduler for `leaderboard serve` and `leaderboard scheduler`: every job, the configured executor.
+    A bad LEADERBOARD_JUDGED is refused here, before any request is dispatched."""
+    app.judged_configs  # noqa: B018
     return SchedulerService(app)

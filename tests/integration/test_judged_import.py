@@ -180,3 +180,18 @@ def test_the_cli_imports_and_reports(
     assert len(fit["models"]) == 2 and fit["rounds"] == 5
     out = CliRunner().invoke(cli, ["judge", "difficulty", "--leaderboard", "open_llm_v2"])
     assert out.exit_code != 0 and "not a judged leaderboard" in out.output
+
+
+@pytest.mark.parametrize(
+    ("judged", "message"),
+    [("open_llm_v2", "not a judged leaderboard"), ("nope", "no leaderboard config named 'nope'")],
+)
+def test_a_bad_judged_setting_stops_the_worker_before_it_claims(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, judged: str, message: str
+) -> None:
+    monkeypatch.setenv("LEADERBOARD_DATABASE_URL", database_url)
+    monkeypatch.setenv("LEADERBOARD_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("LEADERBOARD_JUDGED", judged)
+    get_settings.cache_clear()
+    out = CliRunner().invoke(cli, ["worker", "--once"])
+    assert out.exit_code == 1 and message in out.output
