@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +80,13 @@ def run_judged(spec: RunSpec, config: JudgedConfig, out: Path) -> dict[str, Any]
     generated = time.monotonic()
 
     pairs = [Pair(o.instruction, ref, o.output) for o, ref in zip(outputs, references, strict=True)]
-    judge = _judge(spec, config)
+    judge, close = _judge(spec, config)
     try:
         # An endpoint takes several calls at once; a local judge is one model, batched instead.
         concurrency = spec.judge_concurrency if config.judge.kind is JudgeKind.ENDPOINT else 1
         judging = _judge_all(spec, judge, pairs, concurrency)
     finally:
-        close = getattr(judge, "close", None)
-        if callable(close):
-            close()
+        close()
     records = [
         {
             "instruction": o.instruction,
@@ -160,7 +159,8 @@ def _judge_all(spec: RunSpec, judge: Judge, pairs: list[Any], concurrency: int) 
         return judge_pairs(judge, pairs, cache, concurrency=concurrency)
 
 
-def _judge(spec: RunSpec, config: JudgedConfig) -> Judge:
+def _judge(spec: RunSpec, config: JudgedConfig) -> tuple[Judge, Callable[[], None]]:
+    """The config's judge, and what releases it (the endpoint's connections) once the judging is done."""
     judge = config.judge
     if judge.kind is JudgeKind.ENDPOINT:
         from backend.errors import ConfigurationError
@@ -187,17 +187,14 @@ def _judge(spec: RunSpec, config: JudgedConfig) -> Judge:
             price_per_1k_input=spec.judge_price_input_per_1k,
             price_per_1k_output=spec.judge_price_output_per_1k,
         )
-        endpoint_judge.close = client.close  # type: ignore[attr-defined]
-        return endpoint_judge
+        return endpoint_judge, client.close
     from backend.judged.pandalm import PandaLMJudge
 
     revision = judge.revision or _cached_commit(judge.model)
-    return PandaLMJudge.from_hub_cache(
-        judge.model,
-        revision,
-        max_new_tokens=judge.max_new_tokens,
-        device=_device(spec),
+    local = PandaLMJudge.from_hub_cache(
+        judge.model, revision, max_new_tokens=judge.max_new_tokens, device=_device(spec)
     )
+    return local, lambda: None
 
 
 def _cached_commit(repo_id: str) -> str:
