@@ -97,6 +97,10 @@ def test_every_bench_runs_and_the_json_holds_every_figure(
     assert rescoring["models"] == rescoring["new_versions_stored"] == 3
     assert rescoring["samples_per_model"] == 1_192 and rescoring["sample_bytes_mean"] > 5_000
 
+    arena = saved["benches"]["arena"]
+    assert (arena["battles"], arena["models"], arena["bootstrap_rounds"]) == (2_000, 10, 10)
+    assert _positive(arena["seconds"], arena["read_parquet_seconds"], arena["fit_and_bootstrap_seconds"])
+
     gpu = saved["benches"]["gpu"]
     import torch
 
@@ -112,7 +116,7 @@ def test_every_bench_runs_and_the_json_holds_every_figure(
         "harness ratio", "claim p99 (PostgreSQL)", "votes/s (sqlite)", "votes/s (postgres)",
         "page p95 (sqlite)", "first page bytes (sqlite)", "queue page p95 (sqlite)",
         "page p95 (postgres)", "first page bytes (postgres)", "queue page p95 (postgres)",
-        "publish table+card", "publish incremental", "re-score",
+        "publish table+card", "publish incremental", "re-score", "arena ratings",
     }  # fmt: skip
     summary = markdown(saved)
     assert "## Closing note" in summary and all(name in summary for name in names)
