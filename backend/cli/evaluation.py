@@ -32,7 +32,11 @@ def _default_worker_id() -> str:
 def worker(once: bool, worker_id: str | None) -> None:
     """Claim the top-voted request, evaluate it with the pinned harness, store the scores; repeat."""
     app = open_app()
-    app.judged_configs  # noqa: B018 (a bad LEADERBOARD_JUDGED is refused before any request is claimed)
+    try:
+        app.judged_configs  # noqa: B018 (a bad LEADERBOARD_JUDGED is refused before any request is claimed)
+    except LeaderboardError:
+        app.close()
+        raise
     worker_id = worker_id or _default_worker_id()
 
     def interrupt(signum: int, frame: FrameType | None) -> None:

@@ -47,6 +47,7 @@ class SchedulerService:
         if unknown:
             raise ValueError(f"unknown scheduler jobs: {sorted(unknown)}")
         self.app = app
+        app.judged_configs  # noqa: B018 (a bad LEADERBOARD_JUDGED is refused before any request is dispatched)
         settings = app.settings
         self.scheduler_id = scheduler_id or default_scheduler_id()
         self.executor = executor or executor_from_settings(settings, app.worker.runner)
@@ -158,7 +159,5 @@ class SchedulerService:
 
 
 def build_scheduler(app: App) -> SchedulerService:
-    """The scheduler for `leaderboard serve` and `leaderboard scheduler`: every job, the configured executor.
-    A bad LEADERBOARD_JUDGED is refused here, before any request is dispatched."""
-    app.judged_configs  # noqa: B018
+    """The scheduler for `leaderboard serve` and `leaderboard scheduler`: every job, the configured executor."""
     return SchedulerService(app)
