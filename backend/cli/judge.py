@@ -78,13 +78,10 @@ def import_(folder: Path, leaderboard: str, glm_table: str | None, as_json: bool
     evaluations of a judged leaderboard, scored here from the annotations. FOLDER is results/ or one model's
     folder. Importing a file again imports nothing."""
     from backend.cli.common import open_app
-    from backend.judged.config import JudgedConfig
-    from backend.leaderboards.config import load_leaderboard
+    from backend.leaderboards.config import load_judged
     from backend.services.judged_import import JudgedImportService
 
-    config = load_leaderboard(leaderboard)
-    if not isinstance(config, JudgedConfig):
-        raise click.BadParameter(f"{leaderboard} is not a judged leaderboard", param_hint="--leaderboard")
+    config = load_judged(leaderboard)
     with open_app() as app:
         table = Path(glm_table) if glm_table else app.glm_table(config)
         service = JudgedImportService(app.requests, app.evaluations, app.clock, Path(app.settings.work_dir))

@@ -147,14 +147,12 @@ def evaluate(spec: RunSpec) -> dict[str, Any]:
 def _judged(spec: RunSpec, name: str, out: Path) -> dict[str, Any]:
     """The run on one judged leaderboard (backend.judged.run), after the benchmarks: its files, or why
     the request is not evaluated on it (a model without a chat template)."""
-    from backend.errors import LeaderboardConfigError, NoChatTemplate
-    from backend.judged.config import JUDGED_NEEDS_CHAT_TEMPLATE, JudgedConfig
+    from backend.errors import NoChatTemplate
+    from backend.judged.config import JUDGED_NEEDS_CHAT_TEMPLATE
     from backend.judged.run import run_judged
-    from backend.leaderboards.config import load_leaderboard
+    from backend.leaderboards.config import load_judged
 
-    config = load_leaderboard(name)
-    if not isinstance(config, JudgedConfig):
-        raise LeaderboardConfigError(f"{name} is not a judged leaderboard (LEADERBOARD_JUDGED)")
+    config = load_judged(name)
     try:
         return run_judged(spec, config, out / "judged" / config.name)
     except NoChatTemplate:

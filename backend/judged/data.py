@@ -40,7 +40,7 @@ from backend.judged.config import (
 )
 from backend.judged.glm import read_glm_table
 from backend.judged.outputs import Instruction
-from backend.leaderboards.config import CONFIG_DIR, load_leaderboard
+from backend.leaderboards.config import CONFIG_DIR, load_judged
 from backend.manifests import load_yaml
 
 log = logging.getLogger(__name__)
@@ -103,9 +103,7 @@ def load_judged_configs(names: Iterable[str]) -> tuple[JudgedConfig, ...]:
         else:
             wanted = [name]
         for item in wanted:
-            config = load_leaderboard(item)
-            if not isinstance(config, JudgedConfig):
-                raise LeaderboardConfigError(f"{config.source}: not a judged leaderboard (kind: judged)")
+            config = load_judged(item)
             found.setdefault(config.name, config)
     return tuple(found.values())
 

@@ -269,6 +269,14 @@ def load_leaderboard(name_or_path: str | Path = DEFAULT_LEADERBOARD) -> AnyConfi
     return config
 
 
+def load_judged(name_or_path: str | Path) -> JudgedConfig:
+    """A judged leaderboard config (``kind: judged``); LeaderboardConfigError for any other kind."""
+    config = load_leaderboard(name_or_path)
+    if not isinstance(config, JudgedConfig):
+        raise LeaderboardConfigError(f"{config.source}: not a judged leaderboard (kind: judged)")
+    return config
+
+
 def any_config_hash(config: AnyConfig) -> str:
     return judged_config_hash(config) if isinstance(config, JudgedConfig) else config_hash(config)
 

@@ -23,12 +23,11 @@ from backend.domain import EvalRequest
 from backend.errors import (
     AlreadyEvaluated,
     DatabaseUnavailable,
-    LeaderboardConfigError,
     LeaderboardError,
     LeaseLost,
 )
 from backend.evaluation.runner import Runner, RunResult, RunSpec
-from backend.judged.config import JUDGED_NEEDS_CHAT_TEMPLATE, JudgedConfig
+from backend.judged.config import JUDGED_NEEDS_CHAT_TEMPLATE
 from backend.retry import Backoff
 from backend.services.queue import QueueService
 from backend.services.redact import strip_server_paths
@@ -276,16 +275,12 @@ class EvaluationService:
     ) -> list[Evaluation]:
         """The run's results on the deployment's judged leaderboards (backend.judged.run wrote each one's
         annotations), scored here as `leaderboard judge score` scores them."""
-        from backend.leaderboards.config import load_leaderboard
+        from backend.leaderboards.config import load_judged
         from backend.services.judged import judged_evaluation
 
         out: list[Evaluation] = []
         for name, part in (result.outcome.get("judged") or {}).items():
-            config = load_leaderboard(name)
-            if not isinstance(config, JudgedConfig):
-                raise LeaderboardConfigError(
-                    f"LEADERBOARD_JUDGED names {name}, which is not a judged leaderboard"
-                )
+            config = load_judged(name)
             if part.get("skipped"):
                 log.info(
                     "not evaluated",
