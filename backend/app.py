@@ -19,6 +19,7 @@ from backend.publish.service import PublishReport, PublishService
 from backend.publish.targets import Target, target_from_setting
 from backend.retry import Backoff
 from backend.services.admin import AdminService
+from backend.services.arena import ArenaLimits, ArenaService
 from backend.services.evaluate import EvaluationService
 from backend.services.leaderboard import LeaderboardService
 from backend.services.queue import QueueService, RetryPolicy
@@ -28,6 +29,7 @@ from backend.services.submissions import SubmissionService
 from backend.services.validation import ValidationContext, validate
 from backend.services.votes import VoteService
 from backend.settings import Settings
+from backend.storage.arena import ArenaRepository
 from backend.storage.database import Database
 from backend.storage.evaluations import EvaluationRepository
 from backend.storage.model_metadata import ModelMetadataRepository
@@ -201,6 +203,45 @@ class App:
     def model_metadata(self) -> ModelMetadataRepository:
         """The Hub metadata (likes, availability, license) the scheduler refreshes."""
         return ModelMetadataRepository(self.db)
+
+    @cached_property
+    def arena(self) -> ArenaService | None:
+        """The arena of LEADERBOARD_ARENA (None when unset): its static battles from a judged leaderboard this
+        deployment serves, its live ones from the models' endpoints."""
+        if self.settings.arena is None:
+            return None
+        from backend.arena.config import load_arena
+        from backend.arena.endpoints import ArenaEndpoints
+        from backend.arena.pairing import PairingWeights
+        from backend.services.arena_static import StaticAnswers
+
+        config = load_arena(self.settings.arena)
+        static = None
+        if config.static_from is not None:
+            board = self.leaderboards.get(config.static_from)
+            if board is None:
+                raise ConfigurationError(
+                    f"LEADERBOARD_ARENA: {config.name}'s static battles come from the judged leaderboard "
+                    f"{config.static_from}, which this deployment does not serve: add it to LEADERBOARD_JUDGED"
+                )
+            static = StaticAnswers(board)
+        settings = self.settings
+        secret = settings.session_secret.get_secret_value() if settings.session_secret else ""
+        return ArenaService(
+            config,
+            ArenaRepository(self.db),
+            self.clock,
+            streamer=ArenaEndpoints(config, settings) if config.models else None,
+            static=static,
+            limits=ArenaLimits(
+                daily_votes=settings.arena_daily_votes,
+                max_turns=settings.arena_max_turns,
+                max_prompt_chars=settings.arena_max_prompt_chars,
+                ratings_seconds=settings.arena_ratings_seconds,
+            ),
+            pairing=PairingWeights(settings.arena_few_battles_weight, settings.arena_close_rating_weight),
+            address_key=("arena-address:" + secret).encode(),
+        )
 
     def cancel_job(self, request: EvalRequest) -> None:
         """Stop the executor job of a request that was running (scancel for a Slurm job)."""

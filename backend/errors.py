@@ -591,3 +591,46 @@ class BattlesInvalid(LeaderboardError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{source}: {problem}. Fix: {fix}")
+
+
+class ArenaNotConfigured(LeaderboardError):
+    """This deployment serves no arena: set LEADERBOARD_ARENA to an arena config (kind: arena) with models to
+    battle, or a judged leaderboard whose stored answers give static battles."""
+
+    http_status = 404
+    code = "arena_not_configured"
+
+
+class BattleNotFound(LeaderboardError):
+    """No such battle of yours: start one with POST /api/arena/battles (a battle is seen only by who
+    started it until it is published)."""
+
+    http_status = 404
+    code = "battle_not_found"
+
+
+class BattleRefused(LeaderboardError):
+    """The battle cannot take this now: the message names the rule and what to do instead."""
+
+    http_status = 409
+    code = "battle_refused"
+
+    def __init__(self, rule: str, problem: str, fix: str) -> None:
+        self.rule = rule
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"refused by rule '{rule}': {problem}. Fix: {fix}")
+
+
+class NoBattlePossible(LeaderboardError):
+    """The arena has no two models to pair for this kind of battle: add models to the arena config (live
+    battles), or evaluate models on its judged leaderboard (static battles)."""
+
+    http_status = 409
+    code = "no_battle_possible"
+
+
+class DailyVoteCap(RateLimited):
+    """You have cast today's most arena votes (LEADERBOARD_ARENA_DAILY_VOTES): vote again tomorrow (UTC)."""
+
+    code = "daily_vote_cap"

@@ -339,6 +339,51 @@ class Settings(BaseSettings):
         "with Retry-After.",
     )
 
+    arena: str | None = Field(
+        None,
+        description="The arena the deployment serves: an arena config's name in leaderboard_configs/ or a path "
+        "to one (kind: arena). Unset: no arena.",
+    )
+    arena_daily_votes: int = Field(
+        200,
+        ge=1,
+        description="Arena votes one user may cast per UTC day; more are refused until the next day.",
+    )
+    arena_battles_per_minute: int = Field(
+        10,
+        ge=1,
+        description="Arena battles started and turns asked (each costs a generation) per client address per "
+        "minute; the address is the connection's, never a header the client sets.",
+    )
+    arena_votes_per_minute: int = Field(30, ge=1, description="Arena votes per client address per minute.")
+    arena_few_battles_weight: float = Field(
+        0.5,
+        ge=0,
+        description="Pairing: a pair's weight is multiplied by ((1 + n_a)(1 + n_b))^-w for models with n_a and "
+        "n_b rated battles, so models with few battles meet more often (0: battle counts do not matter).",
+    )
+    arena_close_rating_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Pairing: a pair's weight is multiplied by exp(-w |r_a - r_b| / 100) for ratings r, so "
+        "close ratings meet more often (0: ratings do not matter).",
+    )
+    arena_ratings_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="The arena's ratings (and the pairing's) are refitted from the votes at most this often; "
+        "between fits the last one is shown with the number of votes it counted.",
+    )
+    arena_max_turns: int = Field(
+        8, ge=1, le=100, description="Turns (prompt and two answers) one live arena battle may have."
+    )
+    arena_max_prompt_chars: int = Field(
+        8000,
+        ge=1,
+        le=200_000,
+        description="Longest prompt a user may send in an arena battle, in characters.",
+    )
+
     @model_validator(mode="after")
     def _oauth_app_is_whole(self) -> Settings:
         if (self.oauth_client_id is None) != (self.oauth_client_secret is None):

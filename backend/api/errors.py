@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from backend.errors import LeaderboardError, RateLimited, SubmissionRejected
+from backend.errors import BattleRefused, LeaderboardError, RateLimited, SubmissionRejected
 from backend.services.redact import strip_server_paths
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def install(api: FastAPI) -> None:
                 "request failed", extra={"code": exc.code, "error": exc.message, "path": request.url.path}
             )
         extra: dict[str, Any] = {}
-        if isinstance(exc, SubmissionRejected):
+        if isinstance(exc, SubmissionRejected | BattleRefused):
             extra = {"rule": exc.rule, "fix": exc.fix}
         return error_response(exc.http_status, exc.code, exc.message, headers, **extra)
 

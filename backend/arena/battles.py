@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,19 @@ class Battles:
     def from_records(cls, records: Iterable[Mapping[str, Any]], source: str = "battles") -> Battles:
         """Battles from records in memory (what a JSON file holds), checked like a file's."""
         return _from_records(enumerate(records), source, lambda i: f"record {i}")
+
+
+def battles_of_columns(
+    model_a: Sequence[str], model_b: Sequence[str], winner: Sequence[str], source: str = "battles"
+) -> Battles:
+    """Battles from three columns in memory (the arena's stored votes), checked like a file's."""
+    return _encode(
+        pa.array(model_a, pa.string()),
+        pa.array(model_b, pa.string()),
+        pa.array(winner, pa.string()),
+        source,
+        lambda i: f"battle {i}",
+    )
 
 
 def read_battles(path: Path, source: str | None = None) -> Battles:

@@ -261,6 +261,10 @@ def load_leaderboard(name_or_path: str | Path = DEFAULT_LEADERBOARD) -> AnyConfi
     (``kind: judged``, JudgedConfig). Bare names and paths as in load_config."""
     path, bare, data = _read(name_or_path)
     config: AnyConfig
+    if isinstance(data, dict) and data.get("kind") == "arena":
+        raise LeaderboardConfigError(
+            f"{path}: an arena (kind: arena) is not a table of evaluated models: serve it with LEADERBOARD_ARENA"
+        )
     if is_judged(data):
         config = parse_judged_config(data, source=str(path))
     else:

@@ -243,3 +243,66 @@ model_metadata = Table(
     # Times likes, availability or license changed (1 when first saved): the table's cache key sums them.
     Column("changes", Integer, nullable=False, server_default="1"),
 )
+
+# The arena. A battle is two models answering one user's prompts side by side, names hidden until the vote
+# (or a reveal); its winner column is its vote, set once by a guarded update. Imported battles keep the key
+# of their record, so importing a file twice adds nothing.
+ARENA_WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
+_arena_winners = ", ".join(f"'{w}'" for w in ARENA_WINNERS)
+_voted = text("winner IS NOT NULL")
+
+arena_battles = Table(
+    "arena_battles",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("arena", String(100), nullable=False),
+    Column("mode", String(16), nullable=False),  # live, static or imported
+    Column("model_a", String(256), nullable=False),
+    Column("model_b", String(256), nullable=False),
+    Column("user", String(100), nullable=True),  # who battled (None: imported); never published
+    Column(
+        "address", String(64), nullable=True
+    ),  # a keyed hash of the client's address, for the abuse report
+    Column("question", String(200), nullable=True),  # static: "<judged leaderboard>:<instruction>"
+    Column("turns", Integer, nullable=False, server_default="1"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("winner", String(16), nullable=True),
+    Column("voted_at", UTCDateTime, nullable=True),
+    Column("revealed_at", UTCDateTime, nullable=True),
+    Column("anony", Boolean, nullable=False),  # the vote was cast while both names were hidden
+    Column("import_key", String(64), nullable=True, unique=True),
+    CheckConstraint("model_a <> model_b", name="two_models"),
+    CheckConstraint(f"winner IS NULL OR winner IN ({_arena_winners})", name="winner"),
+    CheckConstraint("mode IN ('live', 'static', 'imported')", name="mode"),
+    # The ratings read every vote of an arena.
+    Index("ix_arena_battles_votes", "arena", "id", postgresql_where=_voted, sqlite_where=_voted),
+    Index("ix_arena_battles_user", "user", "id"),
+)
+
+arena_turns = Table(
+    "arena_turns",
+    metadata,
+    Column("battle_id", Integer, ForeignKey("arena_battles.id", ondelete="CASCADE"), primary_key=True),
+    Column("turn", Integer, primary_key=True),  # 1, 2, ...
+    Column("prompt", Text, nullable=False),
+    Column("answer_a", Text, nullable=True),  # None until the model has answered in full
+    Column("answer_b", Text, nullable=True),
+    Column("finish_a", String(16), nullable=True),  # stop or length
+    Column("finish_b", String(16), nullable=True),
+    Column("answered_a_at", UTCDateTime, nullable=True),
+    Column("answered_b_at", UTCDateTime, nullable=True),
+    Column(
+        "started_a_at", UTCDateTime, nullable=True
+    ),  # an answer being generated (a claim, released on failure)
+    Column("started_b_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Votes per user per UTC day: the daily cap is a guarded increment of this row, in the vote's transaction.
+arena_voter_days = Table(
+    "arena_voter_days",
+    metadata,
+    Column("voter", String(100), primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD
+    Column("votes", Integer, nullable=False),
+)
