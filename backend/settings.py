@@ -365,7 +365,7 @@ class Settings(BaseSettings):
     arena_close_rating_weight: float = Field(
         1.0,
         ge=0,
-        description="Pairing: a pair's weight is multiplied by exp(-w |r_a - r_b| / 100) for ratings r, so "
+        description="Pairing: a pair's weight is multiplied by exp(-w * abs(r_a - r_b) / 100) for ratings r, so "
         "close ratings meet more often (0: ratings do not matter).",
     )
     arena_ratings_seconds: float = Field(
