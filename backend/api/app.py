@@ -10,7 +10,7 @@ from typing import Protocol
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from backend.api import errors, routes_admin, routes_public, routes_writes
+from backend.api import errors, routes_admin, routes_arena, routes_public, routes_writes
 from backend.api.deps import Context
 from backend.api.limits import RateLimiter
 from backend.api.metrics import ApiMetrics
@@ -41,8 +41,10 @@ class Background(Protocol):
 
 def create_api(app: App, background: Sequence[Background] = ()) -> FastAPI:
     """The API over ``app``; ``background`` services start with the server and stop before it exits (the
-    server's lifespan: uvicorn re-raises SIGTERM once it has shut down, so later cleanup would not run)."""
+    server's lifespan: uvicorn re-raises SIGTERM once it has shut down, so later cleanup would not run), and
+    then the arena's model endpoints close, in the event loop that streamed from them."""
     settings = app.settings
+    served_arena = app.arena  # built now: a bad LEADERBOARD_ARENA stops the server at its start
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -53,8 +55,12 @@ def create_api(app: App, background: Sequence[Background] = ()) -> FastAPI:
                 started.append(service)
             yield
         finally:
-            for service in reversed(started):
-                await asyncio.to_thread(service.shutdown)
+            try:
+                for service in reversed(started):
+                    await asyncio.to_thread(service.shutdown)
+            finally:
+                if served_arena is not None and served_arena.streamer is not None:
+                    await served_arena.streamer.aclose()
 
     api = FastAPI(title="Leaderboard backend", version="1", description=DESCRIPTION, lifespan=lifespan)
     auth = build_authenticator(settings, TokenRepository(app.db), app.clock)
@@ -63,6 +69,8 @@ def create_api(app: App, background: Sequence[Background] = ()) -> FastAPI:
             "vote": (settings.api_votes_per_minute, 60.0),
             "submission": (settings.api_submissions_per_hour, 3600.0),
             "signin": (settings.api_signins_per_minute, 60.0),
+            routes_arena.BATTLE: (settings.arena_battles_per_minute, 60.0),
+            routes_arena.VOTE: (settings.arena_votes_per_minute, 60.0),
         }
     )
     leaderboard = app.leaderboard
@@ -80,6 +88,8 @@ def create_api(app: App, background: Sequence[Background] = ()) -> FastAPI:
     api.include_router(routes_public.build(settings.max_page_size, leaderboard.columns))
     api.include_router(routes_writes.build())
     api.include_router(routes_admin.build())
+    prompt_chars = served_arena.limits.max_prompt_chars if served_arena else settings.arena_max_prompt_chars
+    api.include_router(routes_arena.build(prompt_chars))
     api.include_router(pages.build())
     api.include_router(actions.build())
     api.include_router(submit.build())
