@@ -20,7 +20,7 @@ from backend.asgi import UnexpectedErrors
 from backend.services.auth import build_authenticator
 from backend.storage.stats import StatsRepository
 from backend.storage.tokens import TokenRepository
-from backend.web import actions, oauth, pages, plots, submit
+from backend.web import actions, arena, oauth, pages, plots, submit
 from backend.web.session import Sessions
 
 DESCRIPTION = """Submit models, vote, follow the queue and read the results of the leaderboard.
@@ -95,6 +95,7 @@ def create_api(app: App, background: Sequence[Background] = ()) -> FastAPI:
     api.include_router(submit.build())
     api.include_router(oauth.build(oauth.hub_oauth(settings)))
     api.include_router(plots.build())
+    api.include_router(arena.build(prompt_chars))
     api.mount("/static", StaticFiles(packages=[("backend.web", "static")]), name="static")
     # Outermost last: the access log sees the 413s of the body limit and the 500s of unexpected errors.
     api.add_middleware(
