@@ -353,3 +353,23 @@ def test_every_arena_operation_conforms_to_the_spec(
 ) -> None:
     _, headers = arena_api
     case.call_and_validate(headers=headers)
+
+
+def test_the_server_closes_the_arenas_endpoints_after_its_background_services_stop(
+    app: App, arena: ArenaService
+) -> None:
+    streamer = arena.streamer
+    assert isinstance(streamer, EchoEndpoint)
+    seen: list[tuple[str, bool]] = []
+
+    class Scheduler:
+        def start(self) -> None:
+            seen.append(("start", streamer.closed))
+
+        def shutdown(self) -> None:
+            seen.append(("shutdown", streamer.closed))
+
+    with TestClient(create_api(app, [Scheduler()])) as client:
+        assert client.get("/api/arena").status_code == 200
+        assert not streamer.closed
+    assert seen == [("start", False), ("shutdown", False)] and streamer.closed
