@@ -45,10 +45,10 @@ log = logging.getLogger(__name__)
 #: The limiter's actions (api/app.py gives each its LEADERBOARD_ARENA_* limit), counted per client address.
 BATTLE = "arena battle"
 VOTE = "arena vote"
+INTERNAL_ERROR = "internal error: it is logged on the server; ask for the answer again"
 
 _WHY = {
-    401: "No session or token, or one that is not valid: sign in.",
-    403: "The page's CSRF token is missing or wrong (the arena page's routes).",
+    401: "No token, or one that is not valid: sign in.",
     404: "No arena here (arena_not_configured), or no such battle of yours (battle_not_found).",
     409: "The battle cannot take this now (battle_refused, with the rule and the fix), or no two models can "
     "battle (no_battle_possible).",
@@ -71,7 +71,7 @@ def json_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 READ = errors(404, 422, 503)
-WRITE = errors(401, 403, 404, 409, 413, 422, 429, 503)
+WRITE = errors(401, 404, 409, 413, 422, 429, 503)
 
 BattleId = Annotated[int, Path(ge=1, le=MAX_ID, description="The battle's id.")]
 
@@ -108,6 +108,9 @@ async def answer_events(
     except LeaderboardError as exc:
         log.warning("arena answer stopped", extra={"battle": battle_id, "side": side, "code": exc.code})
         yield AnswerFailed(error=AnswerProblem(code=exc.code, message=strip_server_paths(exc.message)))
+    except Exception:  # the stream's 500: logged once here, told without detail
+        log.exception("arena answer failed unexpectedly", extra={"battle": battle_id, "side": side})
+        yield AnswerFailed(error=AnswerProblem(code="internal_error", message=INTERNAL_ERROR))
 
 
 def battle_routes(
@@ -165,7 +168,7 @@ def battle_routes(
     @router.post(
         "/{battle_id}/answers/{side}",
         response_class=EventSourceResponse,
-        responses=json_errors(401, 403, 404, 413, 422, 503),
+        responses=json_errors(401, 404, 413, 422, 503),
         dependencies=[Depends(owned)],
     )
     async def answer(

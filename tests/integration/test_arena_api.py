@@ -9,6 +9,7 @@ The models' endpoint is EchoEndpoint, the honest fake of test_arena_service; the
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from hypothesis import HealthCheck, settings
 from starlette.testclient import TestClient
 
 from backend.api.app import create_api
+from backend.api.routes_arena import INTERNAL_ERROR
 from backend.app import App
 from backend.arena.config import ArenaConfig
 from backend.services.arena import ArenaLimits, ArenaService
@@ -198,7 +200,7 @@ def test_a_conversation_continues_a_turn_at_a_time_and_a_reveal_takes_no_vote(
 
 
 def test_a_failed_answer_is_an_error_event_that_names_no_model_and_can_be_asked_again(
-    client: TestClient, app: App, arena: ArenaService
+    client: TestClient, app: App, arena: ArenaService, caplog: pytest.LogCaptureFixture
 ) -> None:
     carol = token(app, "carol")
     battle = client.post("/api/arena/battles", json={"prompt": "Why?"}, headers=carol).json()
@@ -210,6 +212,17 @@ def test_a_failed_answer_is_an_error_event_that_names_no_model_and_can_be_asked_
     assert "ask again" in got[0]["error"]["message"]
     assert not any(name in json.dumps(got) for name in ROSTER) and "10.0.0.1" not in json.dumps(got)
     assert answer(client, battle["id"], "a", carol)
+
+    # An endpoint that breaks unexpectedly: the stream says so without detail, the server logs it once.
+    def broken(*_: object) -> Any:
+        raise RuntimeError("boom in /srv/models/secret")
+
+    streamer.stream = broken  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="backend.api.routes_arena"):
+        got = events(client, f"/api/arena/battles/{battle['id']}/answers/b", carol)
+    assert got == [{"error": {"code": "internal_error", "message": INTERNAL_ERROR}}]
+    logged = [str(r.exc_info[1]) for r in caplog.records if r.exc_info]
+    assert logged == ["boom in /srv/models/secret"]
 
 
 @pytest.fixture
