@@ -4,7 +4,8 @@
 page (backend/web/arena.py: the session cookie and its CSRF token), so both go through the same service
 calls, limits and error shape. Starting a battle or asking a turn (each costs two generations) and voting
 are limited per client address, the connection's (request.client), never a header the client sets. A
-deployment without an arena answers 404 arena_not_configured on every route, before anything else.
+deployment without an arena answers 404 arena_not_configured on every route (to a battle route's caller once
+signed in, as every write checks the caller first).
 
 An answer streams as server-sent events. Who may read it is checked before the response starts, so a
 battle that is not the caller's is a 404 in the one error shape; a failure after that is an error event.
@@ -122,7 +123,8 @@ def battle_routes(
         prefix=prefix,
         tags=["arena"],
         include_in_schema=include_in_schema,
-        dependencies=[Depends(known_query_only), Depends(served_arena)],  # no arena: 404 before anything
+        # Who calls first (401, as for any write), then whether there is an arena at all (404).
+        dependencies=[Depends(known_query_only), Depends(caller), Depends(served_arena)],
     )
     Caller = Annotated[str, Depends(caller)]
 
@@ -206,7 +208,7 @@ def api_user(caller: User) -> str:
 
 def build(max_prompt_chars: int) -> APIRouter:
     """``max_prompt_chars``: the arena's prompt limit, written in the spec."""
-    router = APIRouter(dependencies=[Depends(known_query_only), Depends(served_arena)])
+    router = APIRouter(dependencies=[Depends(known_query_only)])
 
     @router.get("/api/arena", response_model=ArenaOut, responses=READ, tags=["arena"])
     def arena_info(arena: Arena) -> ArenaOut:

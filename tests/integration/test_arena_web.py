@@ -190,4 +190,8 @@ def test_without_an_arena_the_page_says_so(database_url: str) -> None:
     with App.open(Settings(database_url=database_url)) as app, TestClient(create_api(app)) as client:
         page = client.get("/arena")
         assert page.status_code == 404 and "this leaderboard has no arena" in page.text
-        error_of(client.post("/arena/battles", json={"prompt": "hi"}), 404, "arena_not_configured")
+        error_of(client.post("/arena/battles", json={"prompt": "hi"}), 401, "unauthorized")
+        csrf = signed_in(app, client, "erin")
+        error_of(
+            client.post("/arena/battles", json={"prompt": "hi"}, headers=csrf), 404, "arena_not_configured"
+        )
