@@ -19,7 +19,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from backend.errors import ChatEndpointRefused, ChatEndpointUnavailable
 from backend.retry import Backoff
-from backend.serving.client import MAX_ANSWER_BYTES, ChatCall, _reason, _retry_after, _Usage
+from backend.serving.client import (
+    MAX_ANSWER_BYTES,
+    ChatCall,
+    UsageBlock,
+    error_reason,
+    is_transient,
+    retry_after_seconds,
+)
 from backend.serving.protocol import Usage
 
 log = logging.getLogger(__name__)
@@ -48,7 +55,7 @@ class _ChunkChoice(BaseModel):
 class _Chunk(BaseModel):
     model_config = ConfigDict(extra="ignore")
     choices: list[_ChunkChoice] = []
-    usage: _Usage | None = None
+    usage: UsageBlock | None = None
 
 
 def _described(exc: Exception) -> str:
@@ -156,7 +163,7 @@ class ChatStream:
         except (ValueError, RecursionError):
             payload = None
         if isinstance(payload, dict) and "error" in payload:
-            raise self._broken(_reason(500, data.encode())[0])
+            raise self._broken(error_reason(500, data.encode())[0])
         try:
             chunk = _Chunk.model_validate(payload)
         except ValidationError as exc:
@@ -202,19 +209,19 @@ class ChatStream:
                 kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
                 if status < 400 and kind == "text/event-stream":
                     return response
-                message, code = _reason(status, await _error_body(response))
+                message, code = error_reason(status, await _error_body(response))
                 if status < 400:
                     raise ChatEndpointRefused(
                         f"{self._where} answered HTTP {status} with {kind or 'no content type'}, not a stream "
                         "of server-sent events",
                         status,
                     )
-                if status != 429 and status < 500:
+                if not is_transient(status):
                     raise ChatEndpointRefused(
                         f"{self._where} refused the request (HTTP {status}): {message}", status, code
                     )
                 last = f"HTTP {status}: {message}"
-                after = _retry_after(response.headers.get("retry-after"))
+                after = retry_after_seconds(response.headers.get("retry-after"))
                 wait = max(wait, min(after, self.backoff.max_s)) if after is not None else wait
             if attempt < self.backoff.attempts:
                 log.warning(
