@@ -48,6 +48,7 @@ serve-demo: install
 	LEADERBOARD_RESULTS=$(abspath $(DEMO_DIR))/results \
 	LEADERBOARD_WORK_DIR=$(abspath $(DEMO_DIR))/work \
 	LEADERBOARD_JUDGED=$(abspath $(DEMO_DIR))/pandalm_demo.yaml \
+	LEADERBOARD_ARENA=$(abspath $(DEMO_DIR))/arena_demo.yaml \
 	$(VENV)/bin/leaderboard serve --no-scheduler
 
 # The OpenAI-compatible model endpoint over the demo's models (http://127.0.0.1:8001/v1).

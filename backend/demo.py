@@ -18,7 +18,7 @@ import yaml
 from rich.console import Console
 
 from backend.app import App
-from backend.cli.render import queue_table, scores_table
+from backend.cli.render import queue_table, ratings_table, scores_table
 from backend.domain import ModelType, Precision, Status, Submission
 from backend.errors import LeaderboardError
 from backend.hub.local_store import LocalModelStore
@@ -29,6 +29,9 @@ from backend.settings import Settings
 #: The demo's judged leaderboard: pandalm.yaml with a tiny random judge from the model store, short answers.
 DEMO_JUDGED = "pandalm_demo"
 DEMO_JUDGE = "demo-org/tiny-judge"
+#: The demo's arena: two tiny chat models of the store battle live; static battles from the judged leaderboard.
+DEMO_ARENA = "arena_demo"
+DEMO_ARENA_MODELS = ("demo-org/tiny-chat", "demo-org/tiny-chat-2")
 
 
 def write_demo_judged_config(folder: Path) -> Path:
@@ -44,6 +47,24 @@ def write_demo_judged_config(folder: Path) -> Path:
     return path
 
 
+def write_demo_arena_config(folder: Path) -> Path:
+    """An arena of the two tiny chat models on the embedded endpoint, with static battles from the demo's
+    judged leaderboard (the tiny chat model's stored answers against the reference's)."""
+    data = {
+        "schema_version": 1,
+        "kind": "arena",
+        "name": DEMO_ARENA,
+        "title": "Arena (demo: two tiny random chat models)",
+        "models": [{"name": name, "endpoint": "local"} for name in DEMO_ARENA_MODELS],
+        "generation": {"max_tokens": 16, "temperature": 0.7},
+        "ratings": {"bootstrap": 100, "seed": 0},
+        "static": {"judged": DEMO_JUDGED},
+    }
+    path = folder / f"{DEMO_ARENA}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def run_demo(workdir: Path, console: Console, limit: int = 4) -> App:
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -51,6 +72,7 @@ def run_demo(workdir: Path, console: Console, limit: int = 4) -> App:
     store = LocalModelStore(workdir / "models")
     mirror = workdir / "data-mirror"
     judged_config = write_demo_judged_config(workdir)
+    arena_config = write_demo_arena_config(workdir)
     settings = Settings(
         database_url=f"sqlite:///{workdir / 'leaderboard.db'}",
         model_store=store.root,
@@ -62,10 +84,13 @@ def run_demo(workdir: Path, console: Console, limit: int = 4) -> App:
         results=str(workdir / "results"),
         publish_after_evaluation=True,
         judged=str(judged_config),
+        arena=str(arena_config),
+        arena_ratings_seconds=0,
     )
     console.rule("1. build tiny models into the local model store (Hub cache layout)")
     models: list[tuple[str, dict[str, Any]]] = [
         ("demo-org/tiny-chat", {}),
+        ("demo-org/tiny-chat-2", {"seed": 5}),  # not submitted: the arena's second live model
         ("demo-org/tiny-base", {"chat_template": False}),
         ("demo-org/tiny-unlicensed", {"license": None}),
         (DEMO_JUDGE, {"answers": ("1", "2")}),  # always answers "1" or "2": a verdict for every pair
@@ -177,10 +202,74 @@ def run_demo(workdir: Path, console: Console, limit: int = 4) -> App:
         f"{', '.join(judged_table.column_names[:4])}, ..."
     )
     console.print(f"database: {workdir / 'leaderboard.db'}; model store: {store.root}; data: {mirror}")
-    console.rule("7. the pages")
+    run_arena(app, console)
+    console.rule("8. the pages")
     console.print(
         "`make serve-demo` serves this database; its leaderboard is then at http://127.0.0.1:8000/ "
-        f"(the judged one at /leaderboards/{DEMO_JUDGED}, the queue at /queue, the API at /docs)",
+        f"(the judged one at /leaderboards/{DEMO_JUDGED}, the arena at /arena, the queue at /queue, the API "
+        "at /docs)",
         markup=False,
     )
     return app
+
+
+def run_arena(app: App, console: Console, live: int = 3, static: int = 6) -> None:
+    """Battles in the arena: ``live`` ones, answered now by the two tiny chat models through the embedded
+    endpoint, and ``static`` ones from the judged leaderboard's stored answers. The demo's voters stand in for
+    people: every third calls it a tie, the others prefer the longer answer. Then the arena's table."""
+    import asyncio
+
+    from backend.services.arena import ArenaService, require
+
+    arena = require(app.arena)
+    console.rule(
+        f"7. the arena: {live} live battles ({' vs '.join(DEMO_ARENA_MODELS)}, names hidden until the vote) "
+        f"and {static} static ones ({DEMO_JUDGED}'s stored answers)"
+    )
+
+    async def answer(service: ArenaService, battle_id: int, user: str) -> None:
+        for side in "ab":
+            async for event in service.answer(battle_id, user, side):
+                if event.error:
+                    raise LeaderboardError(event.error)
+
+    async def live_battles() -> list[int]:
+        started = []
+        try:
+            for number in range(live):
+                view = arena.start(
+                    f"voter{number}", "127.0.0.1", f"Demo question {number + 1}: what is a train?"
+                )
+                await answer(arena, view.id, f"voter{number}")
+                started.append(view.id)
+        finally:
+            if arena.streamer is not None:
+                await arena.streamer.aclose()
+        return started
+
+    battles = [(f"voter{n}", battle_id) for n, battle_id in enumerate(asyncio.run(live_battles()))]
+    for number in range(static):
+        user = f"voter{live + number}"
+        battles.append((user, arena.start(user, "127.0.0.1", None, mode="static").id))
+    for number, (user, battle_id) in enumerate(battles):
+        view = arena.battle(battle_id, user)
+        turn = view.turns[-1]
+        a, b = len(turn.answer_a or ""), len(turn.answer_b or "")
+        winner = "tie" if number % 3 == 0 or a == b else "model_a" if a > b else "model_b"
+        voted = arena.vote(battle_id, user, winner)
+        console.print(
+            f"battle {battle_id} ({voted.mode}): {user} voted {winner}; revealed: A = {voted.model_a}, "
+            f"B = {voted.model_b}",
+            markup=False,
+        )
+    ratings = arena.ratings()
+    if ratings is not None:
+        console.print(
+            ratings_table(ratings, f"{arena.name}: {ratings.battles} votes, 95% intervals by bootstrap")
+        )
+        for warning in ratings.warnings:
+            console.print(f"warning: {warning}", markup=False)
+    report = app.publish_results()
+    console.print(
+        f"published the arena's battles and ratings with the results ({len(report.changed_files)} files changed)"
+    )

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import LeaderboardConfigError
-from backend.leaderboards.config import CONFIG_DIR
-from backend.manifests import Fields, describe, load_yaml
+from backend.leaderboards.config import ARENA_KIND, check_config_name, read_config
+from backend.manifests import Fields, describe
 
 SCHEMA_VERSION = 1
-KIND = "arena"
+KIND = ARENA_KIND
 #: The embedded endpoint (backend.serving over the local model store, in this process).
 LOCAL = "local"
 MAX_MODELS = 500
@@ -83,24 +83,13 @@ class ArenaConfig:
 
 def load_arena(name_or_path: str | Path) -> ArenaConfig:
     """An arena config by bare name (leaderboard_configs/<name>.yaml) or path."""
-    text = str(name_or_path)
-    bare = isinstance(name_or_path, str) and "/" not in text and not text.endswith((".yaml", ".yml"))
-    if bare:
-        if not _NAME.match(text):
-            raise LeaderboardConfigError(
-                f"LEADERBOARD_ARENA: '{text}' is not an arena name (lowercase letters, digits, '_') nor a path "
-                "to a .yaml file"
-            )
-        path = CONFIG_DIR / f"{text}.yaml"
-        if not path.is_file():
-            raise LeaderboardConfigError(
-                f"LEADERBOARD_ARENA: no config named '{text}' in leaderboard_configs/"
-            )
-    else:
-        path = Path(name_or_path)
-    config = parse_arena_config(load_yaml(path, LeaderboardConfigError, "arena config"), source=str(path))
-    if bare and config.name != text:
-        raise LeaderboardConfigError(f"{path}: field 'name': must be '{text}', the file's name")
+    path, bare, data = read_config(name_or_path)
+    if not is_arena(data):
+        raise LeaderboardConfigError(
+            f"{path}: not an arena (kind: {KIND}); LEADERBOARD_ARENA names an arena config"
+        )
+    config = parse_arena_config(data, source=str(path))
+    check_config_name(path, bare, config.name)
     return config
 
 

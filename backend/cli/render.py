@@ -6,12 +6,15 @@ import json
 from dataclasses import asdict
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from backend.domain import EvalRequest, RequestDetail
+
+if TYPE_CHECKING:
+    from backend.arena.ratings import Ratings
 
 
 def _plain(value: Any) -> Any:
@@ -86,4 +89,20 @@ def scores_table(title: str, score_columns: list[str], rows: list[dict[str, Any]
     for row in rows:
         values = [row.get(c) for c in shown]
         table.add_row(row["fullname"], row["Precision"], *("-" if v is None else f"{v:.2f}" for v in values))
+    return table
+
+
+def ratings_table(fit: Ratings, title: str) -> Table:
+    """An arena's ratings, best first: rank, model, rating, its 95% interval and battles."""
+    interval = f"95% CI, {fit.bootstrap} rounds" if fit.bootstrap else "no bootstrap"
+    table = Table(title=title)
+    for column in ("rank", "model", "rating", interval, "battles"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for m in fit.models:
+        ci = (
+            "-"
+            if m.rating_lower is None or m.rating_upper is None
+            else f"+{m.rating_upper - m.rating:.1f} / -{m.rating - m.rating_lower:.1f}"
+        )
+        table.add_row(str(m.rank), m.model, f"{m.rating:.1f}", ci, f"{m.battles:,}")
     return table

@@ -33,6 +33,8 @@ DEFAULT_LEADERBOARD = "open_llm_v2"
 CONFIG_DIR = Path(backend.__file__).parents[1] / "leaderboard_configs"
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+#: An arena's config (backend.arena.config reads it): not a table of evaluated models.
+ARENA_KIND = "arena"
 # lm-eval task, group and metric names: letters, digits, '_', '-', '.'; never ',' (it separates the filter).
 _TASK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -246,22 +248,22 @@ def load_config(
     anything else is a path, read as is. ``task_set``, when given, replaces the one the file names (a
     re-score with a changed scorer, say); the config is checked against it the same way.
     """
-    path, bare, data = _read(name_or_path)
+    path, bare, data = read_config(name_or_path)
     if is_judged(data):
         raise LeaderboardConfigError(
             f"{path} is a judged leaderboard (kind: judged): it has no task set to run with the harness"
         )
     config = parse_config(data, source=str(path), task_set=task_set, folder=path.parent)
-    _check_name(path, bare, config.name)
+    check_config_name(path, bare, config.name)
     return config
 
 
 def load_leaderboard(name_or_path: str | Path = DEFAULT_LEADERBOARD) -> AnyConfig:
     """Load any kind of leaderboard config: a benchmark one (LeaderboardConfig) or a judged one
     (``kind: judged``, JudgedConfig). Bare names and paths as in load_config."""
-    path, bare, data = _read(name_or_path)
+    path, bare, data = read_config(name_or_path)
     config: AnyConfig
-    if isinstance(data, dict) and data.get("kind") == "arena":
+    if isinstance(data, dict) and data.get("kind") == ARENA_KIND:
         raise LeaderboardConfigError(
             f"{path}: an arena (kind: arena) is not a table of evaluated models: serve it with LEADERBOARD_ARENA"
         )
@@ -269,7 +271,7 @@ def load_leaderboard(name_or_path: str | Path = DEFAULT_LEADERBOARD) -> AnyConfi
         config = parse_judged_config(data, source=str(path))
     else:
         config = parse_config(data, source=str(path), folder=path.parent)
-    _check_name(path, bare, config.name)
+    check_config_name(path, bare, config.name)
     return config
 
 
@@ -285,7 +287,8 @@ def any_config_hash(config: AnyConfig) -> str:
     return judged_config_hash(config) if isinstance(config, JudgedConfig) else config_hash(config)
 
 
-def _read(name_or_path: str | Path) -> tuple[Path, bool, Any]:
+def read_config(name_or_path: str | Path) -> tuple[Path, bool, Any]:
+    """(path, whether it was a bare name, the parsed YAML) of a config by bare name or path."""
     text = str(name_or_path)
     bare = isinstance(name_or_path, str) and "/" not in text and not text.endswith((".yaml", ".yml"))
     if bare:
@@ -302,7 +305,7 @@ def _read(name_or_path: str | Path) -> tuple[Path, bool, Any]:
     return path, bare, load_yaml(path, LeaderboardConfigError, "leaderboard config")
 
 
-def _check_name(path: Path, bare: bool, name: str) -> None:
+def check_config_name(path: Path, bare: bool, name: str) -> None:
     if bare and name != path.stem:
         raise LeaderboardConfigError(
             f"{path}: field 'name': is '{name}', but the file is named '{path.stem}'"

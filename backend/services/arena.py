@@ -25,6 +25,7 @@ import numpy as np
 
 from backend.arena.battles import battles_of_columns
 from backend.arena.config import ArenaConfig, ArenaGeneration, ArenaModel
+from backend.arena.endpoints import Piece
 from backend.arena.pairing import PairingWeights, choose_pair
 from backend.arena.ratings import Ratings, fit_ratings
 from backend.errors import (
@@ -47,14 +48,6 @@ MODES = ("live", "static")
 DEFAULT_PAIRING = PairingWeights()
 #: A claim on an answer older than this was lost with its process (a generation is bounded by max_tokens).
 ANSWER_CLAIM_SECONDS = 600.0
-
-
-@dataclass(frozen=True)
-class Piece:
-    """A part of a streamed answer: text, and on the last piece the finish reason."""
-
-    text: str = ""
-    finish: str | None = None
 
 
 class AnswerStreamer(Protocol):

@@ -110,7 +110,7 @@ class _Choice(BaseModel):
     logprobs: _Logprobs | None = None
 
 
-class _Usage(BaseModel):
+class UsageBlock(BaseModel):
     model_config = ConfigDict(extra="ignore")
     prompt_tokens: int
     completion_tokens: int
@@ -120,7 +120,7 @@ class _Answer(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model: str = ""
     choices: list[_Choice]
-    usage: _Usage | None = None
+    usage: UsageBlock | None = None
 
 
 def _raw(values: list[int] | None) -> bytes | None:
@@ -157,7 +157,12 @@ def _json(data: bytes) -> Any:
         return None
 
 
-def _reason(status: int, data: bytes) -> tuple[str, str | None]:
+def is_transient(status: int) -> bool:
+    """An HTTP status worth trying again: too many requests, or the server failing."""
+    return status == 429 or status >= 500
+
+
+def error_reason(status: int, data: bytes) -> tuple[str, str | None]:
     """The message and code of an error answer in OpenAI's shape, or its status when it is not."""
     answer = _json(data)
     error = answer.get("error") if isinstance(answer, dict) else None
@@ -167,7 +172,7 @@ def _reason(status: int, data: bytes) -> tuple[str, str | None]:
     return f"HTTP {status}", None
 
 
-def _retry_after(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None) -> float | None:
     try:
         return max(0.0, float(value)) if value else None
     except ValueError:  # an HTTP date, or nonsense: the backoff decides
@@ -293,11 +298,11 @@ class ChatClient:
                             )
             except httpx2.TransportError as exc:  # refused or reset connections, timeouts, broken answers
                 return _Transient(f"{type(exc).__name__}: {exc}"[:300])
-        if status == 429 or status >= 500:
-            message, _ = _reason(status, bytes(data))
-            return _Transient(f"HTTP {status}: {message}", _retry_after(retry_after))
+        if is_transient(status):
+            message, _ = error_reason(status, bytes(data))
+            return _Transient(f"HTTP {status}: {message}", retry_after_seconds(retry_after))
         if status >= 400:
-            message, code = _reason(status, bytes(data))
+            message, code = error_reason(status, bytes(data))
             raise ChatEndpointRefused(f"{url} refused the request (HTTP {status}): {message}", status, code)
         answer = _json(bytes(data))
         if answer is None:

@@ -46,6 +46,24 @@ def test_demo_runs_the_whole_loop(tmp_path):
     assert (judged / "model_outputs.json").is_file() and (
         judged / "tiny_judge" / "annotations.json"
     ).is_file()
+    # The arena: live battles answered through the embedded endpoint and static ones from the judged
+    # leaderboard's stored answers, names revealed by each vote, then the arena's table of all three models.
+    revealed = re.findall(
+        r"battle \d+ \((live|static)\): voter\d+ voted (\S+); revealed: A = (\S+), B = (\S+)", out
+    )
+    assert [mode for mode, *_ in revealed] == ["live"] * 3 + ["static"] * 6
+    assert all(
+        {a, b} == {"demo-org/tiny-chat", "demo-org/tiny-chat-2"} for m, _, a, b in revealed if m == "live"
+    )
+    assert all(
+        {a, b} == {"demo-org/tiny-chat", "gpt4_1106_preview"} for m, _, a, b in revealed if m == "static"
+    )
+    assert "arena_demo: 9 votes, 95% intervals by bootstrap" in out
+    arena_table = out.split("arena_demo: 9 votes", 1)[1]
+    assert all(
+        name in arena_table for name in ("gpt4_1106_preview", "demo-org/tiny-chat-2", "demo-org/tiny-chat")
+    )
+    assert "no finite maximum-likelihood" not in out
     # The state it leaves is a real database the CLI reads.
     env["LEADERBOARD_DATABASE_URL"] = f"sqlite:///{workdir / 'leaderboard.db'}"
 

@@ -20,6 +20,7 @@ import pytest
 from backend.app import App
 from backend.arena.battles import battles_of_columns
 from backend.arena.config import ArenaConfig, ArenaGeneration, ArenaModel, parse_arena_config
+from backend.arena.endpoints import Piece
 from backend.arena.ratings import fit_ratings
 from backend.errors import (
     BattleNotFound,
@@ -30,7 +31,7 @@ from backend.errors import (
     NoBattlePossible,
 )
 from backend.leaderboards.config import load_leaderboard
-from backend.services.arena import AnswerEvent, ArenaLimits, ArenaService, Piece
+from backend.services.arena import AnswerEvent, ArenaLimits, ArenaService
 from backend.services.arena_static import StaticAnswers
 from backend.services.judged_import import JudgedImportService
 from backend.serving.client import ChatMessage

@@ -78,7 +78,9 @@ def test_a_config_is_found_by_path_and_its_name_must_match_a_bare_name(tmp_path:
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(config()))
     assert load_arena(str(path)).name == "mine"
-    with pytest.raises(LeaderboardConfigError, match="no config named 'nope'"):
+    with pytest.raises(LeaderboardConfigError, match="no leaderboard config named 'nope'"):
         load_arena("nope")
-    with pytest.raises(LeaderboardConfigError, match="not an arena name"):
+    with pytest.raises(LeaderboardConfigError, match="not a leaderboard name"):
         load_arena("Bad Name")
+    with pytest.raises(LeaderboardConfigError, match="not an arena"):
+        load_arena("pandalm")

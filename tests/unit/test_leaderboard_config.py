@@ -320,7 +320,7 @@ def test_duplicate_keys_are_refused(tmp_path):
 def test_unreadable_configs_are_clear_errors(tmp_path):
     with pytest.raises(
         LeaderboardConfigError,
-        match=r"no leaderboard config named 'nope'.*available: alpaca_eval_2, open_llm_v2, pandalm",
+        match=r"no leaderboard config named 'nope'.*available: alpaca_eval_2, arena, open_llm_v2, pandalm",
     ):
         load_config("nope")
     with pytest.raises(LeaderboardConfigError, match="not a leaderboard name"):
