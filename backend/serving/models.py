@@ -177,13 +177,21 @@ def pick_device(setting: str) -> str:
     raise ConfigurationError(f"LEADERBOARD_SERVE_DEVICE is {preview(setting)}: use auto, cpu, cuda or cuda:N")
 
 
-def quiet_transformers() -> Any:
-    """transformers, imported with its advisories, info logs and progress bars off."""
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    import transformers
+#: transformers' lazy module is not thread-safe on first use: two models loading at once in worker threads
+#: of a fresh process got "module 'transformers' has no attribute 'AutoTokenizer'".
+_FIRST_USE = threading.Lock()
 
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
+
+def quiet_transformers() -> Any:
+    """transformers, imported with its advisories, info logs and progress bars off, and the classes a load
+    uses resolved, in one thread at a time."""
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    with _FIRST_USE:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+        transformers.AutoTokenizer, transformers.AutoModelForCausalLM  # noqa: B018 (resolved now)
     return transformers
 
 
