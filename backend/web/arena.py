@@ -35,6 +35,7 @@ def page_user(request: Request, ctx: Ctx) -> str:
         raise Unauthorized("sign in (on /signin) to battle in the arena")
     if request.method != "GET" and not csrf_matches(session, request.headers.get(CSRF_HEADER)):
         raise Forbidden(CSRF_PROBLEM)
+    request.state.user = session.user  # for the access log, as the API's bearer tokens are
     return session.user
 
 

@@ -152,6 +152,7 @@
     } finally {
       answer.classList.remove("streaming");
     }
+    problem.classList.toggle("note", !outcome.error);
     if (outcome.error) {
       problem.textContent = outcome.error + " ";
       const again = el("button", "again", "Ask again");
