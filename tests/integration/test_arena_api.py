@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +25,7 @@ from backend.api.app import create_api
 from backend.api.routes_arena import INTERNAL_ERROR
 from backend.app import App
 from backend.arena.config import ArenaConfig
+from backend.errors import ConfigurationError, LeaderboardConfigError
 from backend.services.arena import ArenaLimits, ArenaService
 from backend.settings import Settings
 from backend.storage.arena import ArenaRepository
@@ -388,3 +390,19 @@ def test_the_server_closes_the_arenas_endpoints_after_its_background_services_st
         assert client.get("/api/arena").status_code == 200
         assert not streamer.closed
     assert seen == [("start", False), ("shutdown", False)] and streamer.closed
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_bad_arena_setting_stops_the_server_at_its_start(database_url: str, tmp_path: Path) -> None:
+    local = tmp_path / "local_arena.yaml"
+    local.write_text(
+        "schema_version: 1\nkind: arena\nname: local_arena\nmodels:\n"
+        "  - {name: org/a, endpoint: local}\n  - {name: org/b, endpoint: local}\n"
+    )
+    for arena, refused in (
+        ("no_such_arena", LeaderboardConfigError),
+        ("open_llm_v2", LeaderboardConfigError),  # a leaderboard, not an arena
+        (str(local), ConfigurationError),  # local models, and no LEADERBOARD_MODEL_STORE to serve them
+    ):
+        with App.open(Settings(database_url=database_url, arena=arena)) as app, pytest.raises(refused):
+            create_api(app)
