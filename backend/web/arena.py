@@ -16,16 +16,14 @@ from backend.api.deps import Ctx
 from backend.api.routes_arena import battle_routes
 from backend.api.schemas_arena import RatingsOut
 from backend.errors import Forbidden, Unauthorized
+from backend.storage.schema import ARENA_WINNERS
 from backend.web.session import csrf_matches
 from backend.web.view import CSRF_PROBLEM, page, problem, signed_in
 
 CSRF_HEADER = "X-CSRF-Token"
-WINNERS = (
-    ("model_a", "A is better"),
-    ("model_b", "B is better"),
-    ("tie", "Tie"),
-    ("tie (bothbad)", "Both are bad"),
-)
+LABELS = {"model_a": "A is better", "model_b": "B is better", "tie": "Tie", "tie (bothbad)": "Both are bad"}
+#: The vote buttons: every winner the battles take (a new one without a label fails here, at import).
+WINNERS = tuple((winner, LABELS[winner]) for winner in ARENA_WINNERS)
 
 
 def page_user(request: Request, ctx: Ctx) -> str:
