@@ -13,10 +13,9 @@ count cells, so each round costs the number of cells, not of battles; round k dr
 The 95% interval is the 2.5th and 97.5th percentile of the rounds; rank = 1 + the number of models whose lower
 bound is above this model's upper bound (the public arena's rank).
 
-Not built yet: style control (the public arena's "style control" adds per-battle covariates, the normalised
-length and markdown-count differences (a - b) / (a + b + 1) of headers, lists and bold, z-scored, to the same
-logistic regression; the ratings are then the model coefficients). It needs the conversations, which the
-battles here do not keep: a later option of ``fit_ratings`` with its own columns.
+Style control (the public arena's per-battle length and markdown covariates in the same regression) is
+style.py's ``fit_style_ratings``: it fits individual battles, which do not pool, and returns the same Ratings
+with their ``style`` coefficients; it shares this module's checks, bootstrap, summary and ranks.
 """
 
 from __future__ import annotations
@@ -70,6 +69,18 @@ class ModelRating:
 
 
 @dataclass(frozen=True)
+class StyleCoefficient:
+    """A style feature's coefficient under style control: the log-odds of winning per standard deviation of
+    the feature (side a's normalised difference from side b), and its 95% bootstrap interval (None without
+    bootstrap). All None when no battle's answers differ in the feature."""
+
+    feature: str
+    coefficient: float | None
+    lower: float | None
+    upper: float | None
+
+
+@dataclass(frozen=True)
 class Ratings:
     """The fit: ``models`` best first, and what a reader must know about it (``warnings``)."""
 
@@ -83,6 +94,8 @@ class Ratings:
     #: False when no finite maximum exists (a model or group that never lost, or never won): see warnings.
     converged: bool
     warnings: tuple[str, ...]
+    #: The style coefficients of a style-controlled fit (style.py), in the order of its FEATURES; else None.
+    style: tuple[StyleCoefficient, ...] | None = None
 
     def rows(self) -> list[dict[str, Any]]:
         """The ratings as records (model, rating, rating_lower, rating_upper, rank, battles), best first."""
