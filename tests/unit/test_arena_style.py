@@ -1,6 +1,7 @@
 """Style control of the arena's ratings: the fit against a maximum-likelihood fit written independently here
 (scikit-learn's unpenalised logistic regression on the explicit design matrix), the recovery of known strengths
-when longer answers win more, the counts from conv_metadata and from the conversations and the refusals."""
+when longer answers win more, the counts from conv_metadata and from the conversations, the refusals, and
+`leaderboard arena ratings --style-control`."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 from sklearn.linear_model import LogisticRegression
 
 from backend.arena.battles import Battles, read_battles
 from backend.arena.ratings import fit_ratings
 from backend.arena.style import fit_style_ratings
 from backend.arena.style_counts import COLUMNS, FEATURES, markdown_counts
+from backend.cli.main import cli
 from backend.errors import BattlesInvalid, InvalidInput
 
 SIDES = {
@@ -401,3 +404,39 @@ def test_an_anchor_pins_its_model_and_the_bootstrap_is_seeded_whatever_the_worke
     assert intervals(fit_style_ratings(battles, bootstrap=16, seed=5, workers=2)) == intervals(free)
     for m in free.models:
         assert m.rank == 1 + sum(o.rating_lower > m.rating_upper for o in free.models)  # type: ignore[operator]
+
+
+def test_the_cli_rates_with_style_control(tmp_path):
+    path = _write(tmp_path, ".jsonl", FIXED)
+    runner = CliRunner()
+    result = runner.invoke(
+        cli, ["arena", "ratings", str(path), "--style-control", "--json", "--bootstrap", "10"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [set(row) for row in rows] == [
+        {"model", "rating", "rating_lower", "rating_upper", "rank", "battles"}
+    ] * len(STRENGTHS)
+    expected = fit_style_ratings(read_battles(path, style=True), bootstrap=10)
+    assert [row["rating"] for row in rows] == pytest.approx([m.rating for m in expected.models], abs=1e-9)
+    assert expected.style is not None
+    note = [line for line in result.stderr.splitlines() if line.startswith("note: style coefficients")]
+    assert len(note) == 1 and all(f"{c.feature} {c.coefficient:+.3f}" in note[0] for c in expected.style)
+
+    plain = runner.invoke(cli, ["arena", "ratings", str(path), "--json", "--bootstrap", "0"])
+    assert plain.exit_code == 0 and "style" not in plain.stderr
+    assert json.loads(plain.stdout) != json.loads(
+        runner.invoke(
+            cli, ["arena", "ratings", str(path), "--json", "--bootstrap", "0", "--style-control"]
+        ).stdout
+    )
+
+    table = runner.invoke(cli, ["arena", "ratings", str(path), "--style-control", "--bootstrap", "10"])
+    assert table.exit_code == 0, table.output
+    assert "Style coefficients" in table.stdout and f"{expected.style[0].coefficient:+.3f}" in table.stdout
+
+    bare = _write(tmp_path, ".json", [{k: r[k] for k in ("model_a", "model_b", "winner")} for r in FIXED[:5]])
+    refused = runner.invoke(cli, ["arena", "ratings", str(bare), "--style-control"])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert refused.stderr.startswith("error [battles_invalid]: ")
+    assert "record 0: conversation_a is missing, and so is conv_metadata" in refused.stderr
