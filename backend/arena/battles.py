@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from backend.arena.style_counts import COLUMNS as STYLE_COLUMNS
 from backend.arena.style_counts import FIELDS as STYLE_FIELDS
-from backend.arena.style_counts import style_counts
+from backend.arena.style_counts import metadata_column_counts, style_counts
 from backend.errors import BattlesInvalid
 
 GIB = 2**30
@@ -293,6 +293,10 @@ def _read_columns(path: Path, name: str, suffix: str, style: bool) -> Battles:
 
 def _table_style(table: pa.Table, rows: int, name: str, where: Callable[[int], str]) -> np.ndarray:
     """Style counts of each row of a table of the style fields (nested, or JSON text), a batch at a time."""
+    if "conv_metadata" in table.column_names:
+        fast = metadata_column_counts(table.column("conv_metadata"))
+        if fast is not None:
+            return fast
     loads = _loads()
     counts = array("i")
     if table.num_columns == 0:

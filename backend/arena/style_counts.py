@@ -21,6 +21,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
+import numpy as np
+import pyarrow as pa
+
 from backend.errors import BattlesInvalid
 
 FEATURES = ("length", "headers", "lists", "bold")
@@ -35,6 +38,8 @@ METADATA_FIELDS = (
 FIELDS = ("conv_metadata", "conversation_a", "conversation_b")
 #: The columns of ``Battles.style``: the features of side a, then those of side b.
 COLUMNS = tuple(f"{feature}_{side}" for side in "ab" for feature in FEATURES)
+#: conv_metadata's fields in the order of COLUMNS.
+METADATA_ORDER = tuple(fields[side] for side in (0, 1) for fields in METADATA_FIELDS)
 #: A count (tokens, characters, headers...) of one side of one battle: fits the int32 arrays.
 MAX_COUNT = 1_000_000_000
 #: Keys of a count given as a record (the public ones have 2 to 6).
@@ -75,11 +80,7 @@ def style_counts(record: Mapping[str, Any], source: str, where: str) -> tuple[in
             raise BattlesInvalid(
                 source, f"{where}: conv_metadata is a {type(metadata).__name__}, not a record", NEEDS
             )
-        return tuple(
-            _count(metadata.get(fields[side]), f"conv_metadata.{fields[side]}", source, where)
-            for side in (0, 1)
-            for fields in METADATA_FIELDS
-        )
+        return tuple(_count(metadata.get(field), field, source, where) for field in METADATA_ORDER)
     sides = []
     for field in ("conversation_a", "conversation_b"):
         conversation = record.get(field)
@@ -95,24 +96,72 @@ def _is_count(value: object) -> TypeGuard[int]:
 
 def _count(value: object, field: str, source: str, where: str) -> int:
     """A count given as a number or as a record of numbers (None values are absent keys, as Parquet writes
-    them when records differ in their keys)."""
+    them when records differ in their keys). The checks run a million times: messages only when refused."""
+    if type(value) is int and 0 <= value <= MAX_COUNT:
+        return value
+    if type(value) is dict and len(value) <= MAX_KEYS:
+        total = 0
+        for part in value.values():
+            if type(part) is int and part >= 0:
+                total += part
+            elif part is not None:
+                break
+        else:
+            if total <= MAX_COUNT:
+                return total
+    raise _refused(value, f"conv_metadata.{field}", source, where)
+
+
+def _refused(value: object, field: str, source: str, where: str) -> BattlesInvalid:
     fix = f"give {field} as a count of 0 or more, or as a record of such counts (e.g. h1..h6); {NEEDS}"
     if value is None:
-        raise BattlesInvalid(source, f"{where}: {field} is missing", fix)
+        return BattlesInvalid(source, f"{where}: {field} is missing", fix)
     if isinstance(value, dict):
         if len(value) > MAX_KEYS:
-            raise BattlesInvalid(source, f"{where}: {field} has {len(value):,} keys, over {MAX_KEYS}", fix)
+            return BattlesInvalid(source, f"{where}: {field} has {len(value):,} keys, over {MAX_KEYS}", fix)
         for key, part in value.items():
             if part is not None and not _is_count(part):
-                raise BattlesInvalid(source, f"{where}: {field}.{key} is {part!r}, not a count", fix)
+                return BattlesInvalid(source, f"{where}: {field}.{key} is {part!r}, not a count", fix)
         total = sum(part for part in value.values() if part is not None)
     elif _is_count(value):
         total = value
     else:
-        raise BattlesInvalid(source, f"{where}: {field} is {_shown(value)}, not a count", fix)
-    if total > MAX_COUNT:
-        raise BattlesInvalid(source, f"{where}: {field} is {total:,}, over {MAX_COUNT:,}", fix)
-    return total
+        return BattlesInvalid(source, f"{where}: {field} is {_shown(value)}, not a count", fix)
+    return BattlesInvalid(source, f"{where}: {field} is {total:,}, over {MAX_COUNT:,}", fix)
+
+
+def metadata_column_counts(column: pa.ChunkedArray) -> np.ndarray | None:
+    """The counts (COLUMNS) of a Parquet conv_metadata column read as columns, not row by row (a million
+    rows of nested records take ~20 s as Python objects): only when it is a struct column without nulls whose
+    fields are integers, or structs of integers (nulls in those are absent keys), all within 0..MAX_COUNT.
+    Otherwise None, and the rows are checked one by one, so that a refusal names its row."""
+    if not pa.types.is_struct(column.type) or column.null_count:
+        return None
+    metadata = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    children = metadata.flatten()
+    counts = np.zeros((len(metadata), len(METADATA_ORDER)), dtype=np.int64)
+    for c, field in enumerate(METADATA_ORDER):
+        index = metadata.type.get_field_index(field)
+        if index < 0:
+            return None
+        child = children[index]
+        if pa.types.is_integer(child.type) and not child.null_count:
+            parts = [child]
+        elif pa.types.is_struct(child.type) and not child.null_count and child.type.num_fields <= MAX_KEYS:
+            parts = child.flatten()
+            if not all(pa.types.is_integer(part.type) for part in parts):
+                return None
+            parts = [part.fill_null(0) for part in parts]
+        else:
+            return None
+        for part in parts:
+            values = part.to_numpy(zero_copy_only=False)
+            if values.size and (values.min() < 0 or values.max() > MAX_COUNT):
+                return None
+            counts[:, c] += values.astype(np.int64)
+    if counts.size and counts.max() > MAX_COUNT:
+        return None
+    return counts.astype(np.int32)
 
 
 def _answer_counts(conversation: object, field: str, source: str, where: str) -> tuple[int, int, int, int]:

@@ -346,6 +346,34 @@ def test_every_format_reads_the_same_style(tmp_path, suffix):
     assert read_battles(_write(tmp_path, suffix, MIXED)).style is None
 
 
+def test_a_parquet_conv_metadata_column_reads_as_its_records_do(tmp_path):
+    """A struct column of valid counts is summed as columns; anything else is read row by row and refused
+    with its row."""
+    records = [{k: r[k] for k in ("model_a", "model_b", "winner", "conv_metadata")} for r in FIXED[:200]]
+    expected = Battles.from_records(records, style=True).style
+    assert expected is not None
+    path = tmp_path / "battles.parquet"
+    pq.write_table(pa.Table.from_pylist(records), path, row_group_size=64)  # several chunks
+    assert read_battles(path, style=True).style.tolist() == expected.tolist()  # type: ignore[union-attr]
+    partial = [dict(r) for r in records]  # a key some records lack: null in the others, an absent key
+    partial[5] = {
+        **partial[5],
+        "conv_metadata": {**partial[5]["conv_metadata"], "bold_count_b": {"**": 1, "***": 2}},
+    }
+    pq.write_table(pa.Table.from_pylist(partial), path)
+    assert read_battles(path, style=True).style[5, 7] == 3  # type: ignore[index]
+    for change, expected_message in (
+        ({"sum_assistant_b_tokens": -1}, "row 7: conv_metadata.sum_assistant_b_tokens is -1, not a count"),
+        ({"list_count_a": None}, "row 7: conv_metadata.list_count_a is missing"),
+    ):
+        bad = [dict(r) for r in records]
+        bad[7] = {**bad[7], "conv_metadata": {**bad[7]["conv_metadata"], **change}}
+        pq.write_table(pa.Table.from_pylist(bad), path)
+        with pytest.raises(BattlesInvalid, match="Fix: ") as caught:
+            read_battles(path, style=True)
+        assert expected_message in caught.value.message
+
+
 @pytest.mark.parametrize(
     ("suffix", "expected"),
     [
