@@ -237,8 +237,7 @@ def _read_columns(path: Path, name: str, suffix: str, style: bool) -> Battles:
                         f"write {field} as {' or '.join(t.__name__ for t in types)}, or drop the column",
                     )
             table = pq.read_table(path, columns=list(REQUIRED))
-            present = [field for field in STYLE_FIELDS if field in schema.names]
-            styled = pq.read_table(path, columns=present) if style else None
+            styled = _parquet_style(path, [f for f in STYLE_FIELDS if f in schema.names]) if style else None
         else:
             import pyarrow.csv as pcsv
 
@@ -287,21 +286,28 @@ def _read_columns(path: Path, name: str, suffix: str, style: bool) -> Battles:
     def where(i: int) -> str:
         return f"row {i} (counted from 0, after the header)" if suffix == ".csv" else f"row {i}"
 
-    counts = None if styled is None else _table_style(styled, table.num_rows, name, where)
+    counts = styled if styled is None or isinstance(styled, np.ndarray) else _table_style(styled, name, where)
+    if counts is not None and len(counts) != table.num_rows:  # a table of no style field has no rows
+        style_counts({}, name, where(0))
     return _encode(found[0], found[1], found[2], name, where, counts)
 
 
-def _table_style(table: pa.Table, rows: int, name: str, where: Callable[[int], str]) -> np.ndarray:
+def _parquet_style(path: Path, present: list[str]) -> pa.Table | np.ndarray:
+    """The style counts of a Parquet file when its conv_metadata column reads as columns (then the
+    conversations, gigabytes in the public releases, are not read); else the style fields, to check by row."""
+    import pyarrow.parquet as pq
+
+    if "conv_metadata" in present:
+        counts = metadata_column_counts(pq.read_table(path, columns=["conv_metadata"]).column(0))
+        if counts is not None:
+            return counts
+    return pq.read_table(path, columns=present)
+
+
+def _table_style(table: pa.Table, name: str, where: Callable[[int], str]) -> np.ndarray:
     """Style counts of each row of a table of the style fields (nested, or JSON text), a batch at a time."""
-    if "conv_metadata" in table.column_names:
-        fast = metadata_column_counts(table.column("conv_metadata"))
-        if fast is not None:
-            return fast
     loads = _loads()
     counts = array("i")
-    if table.num_columns == 0:
-        for i in range(rows):  # no style field at all: refused at the first row, as a record would be
-            counts.extend(style_counts({}, name, where(i)))
     i = 0
     for batch in table.to_batches(max_chunksize=65_536):
         text = [
