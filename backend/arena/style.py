@@ -54,8 +54,10 @@ from backend.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
-#: Automatic workers: processes from this many battles. Measured on 2 cores: 1,000,000 battles of 100 models,
-#: a round is ~0.2 s, so 100 rounds in 2 processes save more than spawning them and sending the battles cost.
+#: Automatic workers: processes from this many battles. Measured on 2 shared cores, 1,000,000 battles of 100
+#: models: a round is ~0.15 s (four Newton steps over every battle); 40 rounds took 6.0-6.2 s in 2 spawned
+#: processes against 7.2-8.4 s in this one. The rounds are memory-bound: side by side on a busy machine each
+#: was 2.4 times slower, and two processes won nothing. More cores should pay more; not measured here.
 PROCESS_BATTLES = 200_000
 #: A feature whose standard deviation over the battles is below this is constant: no coefficient.
 CONSTANT = 1e-9
