@@ -47,19 +47,38 @@ def _anchor(value: str | None) -> tuple[str, float] | None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a list of {model, rating, rating_lower, "
               "rating_upper, rank, battles}, best first.")  # fmt: skip
+@click.option("--style-control", is_flag=True, help="Control for answer style as the public arena does (length, "
+              "headers, lists, bold in the same regression): every battle needs conv_metadata, or conversation_a "
+              "and conversation_b. The style coefficients are printed (with --json, as a note on stderr).")  # fmt: skip
 @handle_errors
-def ratings(battles: str, rounds: int, seed: int, anchor: str | None, as_json: bool) -> None:
+def ratings(
+    battles: str, rounds: int, seed: int, anchor: str | None, as_json: bool, style_control: bool
+) -> None:
     """Bradley-Terry ratings (the Arena's scale) of BATTLES: a .json, .jsonl, .csv or .parquet file of
     records with model_a, model_b and winner (model_a, model_b, tie, tie (bothbad)). Warnings go to stderr."""
     from rich.table import Table
 
     from backend.arena.battles import read_battles
     from backend.arena.ratings import fit_ratings
+    from backend.arena.style import fit_style_ratings
 
     pinned = _anchor(anchor)
-    fit = fit_ratings(read_battles(Path(battles), battles), bootstrap=rounds, seed=seed, anchor=pinned)
+    read = read_battles(Path(battles), battles, style=style_control)
+    fit = (fit_style_ratings if style_control else fit_ratings)(
+        read, bootstrap=rounds, seed=seed, anchor=pinned
+    )
     for warning in fit.warnings:
         click.echo(f"warning: {warning}", err=True)
+    # The coefficients: log-odds of winning per standard deviation of a's style difference from b's.
+    coefficients = ", ".join(
+        f"{c.feature} {c.coefficient:+.3f}"
+        + ("" if c.lower is None or c.upper is None else f" [{c.lower:+.3f}, {c.upper:+.3f}]")
+        for c in fit.style or ()
+        if c.coefficient is not None
+    )
+    note = f"style coefficients (log-odds of winning per standard deviation, 95% CI): {coefficients}"
+    if fit.style is not None and as_json:
+        click.echo(f"note: {note}", err=True)
 
     def text() -> None:
         interval = f"95% CI, {fit.bootstrap} rounds" if fit.bootstrap else "no bootstrap"
@@ -74,5 +93,7 @@ def ratings(battles: str, rounds: int, seed: int, anchor: str | None, as_json: b
             )
             shown.add_row(str(m.rank), m.model, f"{m.rating:.1f}", ci, f"{m.battles:,}")
         console.print(shown)
+        if fit.style is not None:
+            console.print(note[0].upper() + note[1:], highlight=False)
 
     emit(as_json, fit.rows(), text)

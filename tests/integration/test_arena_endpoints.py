@@ -18,9 +18,9 @@ from backend.arena.endpoints import ArenaEndpoints
 from backend.errors import ConfigurationError
 from backend.hub.local_store import LocalModelStore
 from backend.modelbuilder import build_tiny_model
+from backend.services.arena import AnswerEvent, ArenaLimits, ArenaService
 from backend.serving.client import ChatClient, ChatMessage
 from backend.serving.server import serving_app
-from backend.services.arena import AnswerEvent, ArenaLimits, ArenaService
 from backend.settings import Settings
 from backend.storage.arena import ArenaRepository
 
