@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from backend.cli.common import console, emit, handle_errors
+from backend.cli.render import ratings_table
 from backend.errors import InvalidInput
 
 
@@ -56,8 +57,6 @@ def ratings(
 ) -> None:
     """Bradley-Terry ratings (the Arena's scale) of BATTLES: a .json, .jsonl, .csv or .parquet file of
     records with model_a, model_b and winner (model_a, model_b, tie, tie (bothbad)). Warnings go to stderr."""
-    from rich.table import Table
-
     from backend.arena.battles import read_battles
     from backend.arena.ratings import fit_ratings
     from backend.arena.style import fit_style_ratings
@@ -81,18 +80,9 @@ def ratings(
         click.echo(f"note: {note}", err=True)
 
     def text() -> None:
-        interval = f"95% CI, {fit.bootstrap} rounds" if fit.bootstrap else "no bootstrap"
-        shown = Table(title=f"{Path(battles).name}: {fit.battles:,} battles, {len(fit.models)} models")
-        for column in ("rank", "model", "rating", interval, "battles"):
-            shown.add_column(column, justify="left" if column == "model" else "right")
-        for m in fit.models:
-            ci = (
-                "-"
-                if m.rating_lower is None or m.rating_upper is None
-                else f"+{m.rating_upper - m.rating:.1f} / -{m.rating - m.rating_lower:.1f}"
-            )
-            shown.add_row(str(m.rank), m.model, f"{m.rating:.1f}", ci, f"{m.battles:,}")
-        console.print(shown)
+        console.print(
+            ratings_table(fit, f"{Path(battles).name}: {fit.battles:,} battles, {len(fit.models)} models")
+        )
         if fit.style is not None:
             console.print(note[0].upper() + note[1:], highlight=False)
 
