@@ -176,6 +176,7 @@ class App:
             self.requests_export,
             self.clock,
             self.judged_configs,
+            arena=self.arena_data,
         )
 
     def results_target(self) -> Target:
