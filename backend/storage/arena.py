@@ -15,7 +15,6 @@ from typing import Any, NoReturn
 
 from sqlalchemy import Connection, and_, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 
 from backend.errors import BattleNotFound, BattleRefused, DailyVoteCap
 from backend.storage.database import Database
@@ -80,6 +79,21 @@ class NewBattle:
     prompt: str
     answers: tuple[str, str] | None = None  # static battles come answered
     finishes: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class ImportedBattle:
+    """A voted battle read from a battles file: no user, and the key of its record (unique), so a file
+    imported twice adds nothing. ``turns``: (prompt, answer_a, answer_b), answers None when not given."""
+
+    import_key: str
+    model_a: str
+    model_b: str
+    winner: str
+    anony: bool
+    voted_at: datetime
+    question: str | None
+    turns: tuple[tuple[str, str | None, str | None], ...]
 
 
 @dataclass(frozen=True)
@@ -347,34 +361,42 @@ class ArenaRepository:
 
     # Import and export (the public arena's battle records).
 
-    def insert_imported(self, arena: str, records: Sequence[dict[str, Any]]) -> int:
-        """Insert imported battles (``import_key`` each, unique): returns how many were new."""
-        added = 0
-        for record in records:
-            try:
-                with self.db.transaction() as conn:
-                    battle_id = conn.execute(
-                        insert(arena_battles)
-                        .values(
-                            arena=arena, mode="imported", model_a=record["model_a"], model_b=record["model_b"],
-                            user=None, address=None, question=record.get("question"), turns=len(record["turns"]),
-                            created_at=record["created_at"], winner=record["winner"], voted_at=record["created_at"],
-                            revealed_at=record["created_at"], anony=record["anony"],
-                            import_key=record["import_key"],
-                        )
-                        .returning(arena_battles.c.id)
-                    ).scalar_one()  # fmt: skip
-                    for number, (prompt, answer_a, answer_b) in enumerate(record["turns"], start=1):
-                        conn.execute(
-                            insert(arena_turns).values(
-                                battle_id=battle_id, turn=number, prompt=prompt, answer_a=answer_a,
-                                answer_b=answer_b, created_at=record["created_at"],
-                            )
-                        )  # fmt: skip
-            except IntegrityError:
-                continue  # imported before (its key is there)
-            added += 1
-        return added
+    def insert_imported(self, arena: str, battles: Sequence[ImportedBattle]) -> int:
+        """Insert a batch of imported battles with their turns, in one transaction; a battle whose
+        ``import_key`` is stored already is left as it is (``INSERT ... ON CONFLICT DO NOTHING``, so
+        concurrent imports of one file add each battle once). Returns how many were new."""
+        if not battles:
+            return 0
+        dialect = postgresql if self.db.is_postgres else sqlite
+        statement = (
+            dialect.insert(arena_battles)
+            .on_conflict_do_nothing(index_elements=[arena_battles.c.import_key])
+            .returning(arena_battles.c.id, arena_battles.c.import_key)
+        )
+        rows = [
+            dict(
+                arena=arena, mode="imported", model_a=b.model_a, model_b=b.model_b, user=None, address=None,
+                question=b.question, turns=len(b.turns), created_at=b.voted_at, winner=b.winner,
+                voted_at=b.voted_at, revealed_at=b.voted_at, anony=b.anony, import_key=b.import_key,
+            )
+            for b in battles
+        ]  # fmt: skip
+        by_key = {b.import_key: b for b in battles}
+        with self.db.transaction() as conn:
+            added = conn.execute(statement, rows).all()
+            turns = [
+                dict(
+                    battle_id=battle_id, turn=number, prompt=prompt, answer_a=answer_a, answer_b=answer_b,
+                    answered_a_at=None if answer_a is None else by_key[key].voted_at,
+                    answered_b_at=None if answer_b is None else by_key[key].voted_at,
+                    created_at=by_key[key].voted_at,
+                )
+                for battle_id, key in added
+                for number, (prompt, answer_a, answer_b) in enumerate(by_key[key].turns, start=1)
+            ]  # fmt: skip
+            if turns:
+                conn.execute(insert(arena_turns), turns)
+        return len(added)
 
     def voted_battles(self, arena: str, batch: int = 1000) -> Iterator[Battle]:
         """Every voted battle of ``arena`` with its turns, in id order, read ``batch`` at a time."""
