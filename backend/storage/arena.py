@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
-from sqlalchemy import Connection, and_, exists, func, insert, select, update
+from sqlalchemy import Connection, String, and_, bindparam, exists, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from backend.errors import BattleNotFound, BattleRefused, DailyVoteCap
@@ -210,22 +210,26 @@ class ArenaRepository:
             )
 
     def vote(self, battle_id: int, user: str, winner: str, now: datetime, cap: int) -> None:
-        """Record ``user``'s vote on their battle, revealing its names, within ``cap`` votes a UTC day."""
+        """Record ``user``'s vote on their battle, revealing its names, within ``cap`` votes a UTC day.
+
+        On PostgreSQL the guarded update and the guarded increment are one statement, built once: one round
+        trip instead of two, and no statement built per call. In alternated runs of 200 concurrent voters on a
+        loaded 2-CPU machine (bench/arena_votes.py) the vote's median fell from 11-25 ms to 7-15 ms and the
+        client's CPU per vote from 2.9 to 2.0 ms. On SQLite, where a statement is a function call, two
+        statements. Either way one transaction: a vote past the cap rolls the battle's update back."""
+        params = {
+            "vote_battle_id": battle_id, "vote_user": user, "vote_winner": winner, "vote_now": now,
+            "vote_day": now.strftime("%Y-%m-%d"), "vote_cap": cap,
+        }  # fmt: skip
         with self.db.transaction() as conn:
-            voted = conn.execute(
-                update(arena_battles)
-                .where(
-                    arena_battles.c.id == battle_id,
-                    arena_battles.c.user == user,
-                    arena_battles.c.winner.is_(None),
-                    arena_battles.c.revealed_at.is_(None),
-                    _latest_answered(),
-                )
-                .values(winner=winner, voted_at=now, revealed_at=now, anony=True)
-            ).rowcount
+            if self.db.is_postgres:
+                voted, counted = conn.execute(_VOTE_AND_COUNT, params).one()
+            else:
+                voted = conn.execute(_VOTE, params).rowcount
+                counted = voted == 1 and conn.execute(_COUNT_ON_SQLITE, params).first() is not None
             if voted != 1:
                 self._refuse(conn, battle_id, user, "vote")
-            if not self._count_vote(conn, user, now.strftime("%Y-%m-%d"), cap):
+            if not counted:
                 raise DailyVoteCap(
                     f"{user} has cast {cap} arena votes today (UTC), the most allowed "
                     "(LEADERBOARD_ARENA_DAILY_VOTES): vote again tomorrow",
@@ -246,17 +250,6 @@ class ArenaRepository:
             ).rowcount
             if revealed != 1:
                 self._refuse(conn, battle_id, user, "reveal")
-
-    def _count_vote(self, conn: Connection, voter: str, day: str, cap: int) -> bool:
-        """Add one to ``voter``'s votes of ``day`` unless it is at ``cap`` already (one statement)."""
-        dialect = postgresql if self.db.is_postgres else sqlite
-        statement = dialect.insert(arena_voter_days).values(voter=voter, day=day, votes=1)
-        statement = statement.on_conflict_do_update(
-            index_elements=[arena_voter_days.c.voter, arena_voter_days.c.day],
-            set_={"votes": arena_voter_days.c.votes + 1},
-            where=arena_voter_days.c.votes < cap,
-        ).returning(arena_voter_days.c.votes)
-        return conn.execute(statement).first() is not None
 
     def _refuse(self, conn: Connection, battle_id: int, user: str, action: str) -> NoReturn:
         """Why a guarded update of ``action`` matched nothing, as the error to raise."""
@@ -445,6 +438,58 @@ def _latest_answered() -> Any:
         arena_turns.c.answer_a.is_not(None),
         arena_turns.c.answer_b.is_not(None),
     )
+
+
+#: The vote: the battle's winner set once, by its owner, while both names are hidden and both answered.
+_VOTE = (
+    update(arena_battles)
+    .where(
+        arena_battles.c.id == bindparam("vote_battle_id"),
+        arena_battles.c.user == bindparam("vote_user"),
+        arena_battles.c.winner.is_(None),
+        arena_battles.c.revealed_at.is_(None),
+        _latest_answered(),
+    )
+    .values(
+        winner=bindparam("vote_winner"),
+        voted_at=bindparam("vote_now"),
+        revealed_at=bindparam("vote_now"),
+        anony=True,
+    )
+)
+
+
+def _counted(statement: Any) -> Any:
+    """The voter's count for the day, one more unless it is at the cap already (RETURNING no row then)."""
+    return statement.on_conflict_do_update(
+        index_elements=[arena_voter_days.c.voter, arena_voter_days.c.day],
+        set_={"votes": arena_voter_days.c.votes + 1},
+        where=arena_voter_days.c.votes < bindparam("vote_cap"),
+    ).returning(arena_voter_days.c.votes)
+
+
+def _vote_and_count() -> Any:
+    """PostgreSQL: the vote and the voter's count for the day in one statement, (votes set, days counted).
+
+    Both data-modifying CTEs run whether read or not; the count's INSERT selects from the vote's RETURNING,
+    so it adds one only when the vote matched, and ON CONFLICT ... WHERE votes < cap locks and re-reads the
+    latest row (READ COMMITTED), as two statements would: the cap holds under concurrent votes."""
+    voted = _VOTE.returning(arena_battles.c.id).cte("voted")
+    voter = select(bindparam("vote_user", type_=String), bindparam("vote_day", type_=String), literal(1))
+    insert_count = postgresql.insert(arena_voter_days).from_select(
+        ["voter", "day", "votes"], voter.select_from(voted)
+    )
+    counted = _counted(insert_count).cte("counted")
+    return select(
+        select(func.count()).select_from(voted).scalar_subquery(),
+        select(func.count()).select_from(counted).scalar_subquery(),
+    )
+
+
+_VOTE_AND_COUNT = _vote_and_count()
+_COUNT_ON_SQLITE = _counted(
+    sqlite.insert(arena_voter_days).values(voter=bindparam("vote_user"), day=bindparam("vote_day"), votes=1)
+)
 
 
 def _seconds_to_midnight(now: datetime) -> float:
