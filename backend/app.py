@@ -54,7 +54,7 @@ class App:
     @classmethod
     def open(cls, settings: Settings, source: ModelSource | None = None) -> App:
         """Connect to the configured database, bringing its schema up to date."""
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, settings.database_pool_size, settings.database_max_overflow)
         db.ensure_schema()
         return cls(settings=settings, db=db, source=source)
 
