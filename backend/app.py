@@ -20,6 +20,7 @@ from backend.publish.targets import Target, target_from_setting
 from backend.retry import Backoff
 from backend.services.admin import AdminService
 from backend.services.arena import ArenaLimits, ArenaService
+from backend.services.arena_data import ArenaDataService
 from backend.services.evaluate import EvaluationService
 from backend.services.leaderboard import LeaderboardService
 from backend.services.queue import QueueService, RetryPolicy
@@ -53,7 +54,7 @@ class App:
     @classmethod
     def open(cls, settings: Settings, source: ModelSource | None = None) -> App:
         """Connect to the configured database, bringing its schema up to date."""
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, settings.database_pool_size, settings.database_max_overflow)
         db.ensure_schema()
         return cls(settings=settings, db=db, source=source)
 
@@ -175,6 +176,7 @@ class App:
             self.requests_export,
             self.clock,
             self.judged_configs,
+            arena=self.arena_data,
         )
 
     def results_target(self) -> Target:
@@ -211,7 +213,6 @@ class App:
         if self.settings.arena is None:
             return None
         from backend.arena.config import load_arena
-        from backend.arena.endpoints import ArenaEndpoints
         from backend.arena.pairing import PairingWeights
         from backend.services.arena_static import StaticAnswers
 
@@ -227,11 +228,16 @@ class App:
             static = StaticAnswers(board)
         settings = self.settings
         secret = settings.session_secret.get_secret_value() if settings.session_secret else ""
+        streamer = None
+        if config.models:  # an arena of static battles only needs no endpoint
+            from backend.arena.endpoints import ArenaEndpoints
+
+            streamer = ArenaEndpoints(config, settings)
         return ArenaService(
             config,
             ArenaRepository(self.db),
             self.clock,
-            streamer=ArenaEndpoints(config, settings) if config.models else None,
+            streamer=streamer,
             static=static,
             limits=ArenaLimits(
                 daily_votes=settings.arena_daily_votes,
@@ -242,6 +248,13 @@ class App:
             pairing=PairingWeights(settings.arena_few_battles_weight, settings.arena_close_rating_weight),
             address_key=("arena-address:" + secret).encode(),
         )
+
+    @cached_property
+    def arena_data(self) -> ArenaDataService | None:
+        """The arena's battles out and in (export, import, the voters report, publishing); None without an
+        arena."""
+        arena = self.arena
+        return None if arena is None else ArenaDataService(arena, self.clock)
 
     def cancel_job(self, request: EvalRequest) -> None:
         """Stop the executor job of a request that was running (scancel for a Slurm job)."""

@@ -270,6 +270,18 @@ def run_arena(app: App, console: Console, live: int = 3, static: int = 6) -> Non
         for warning in ratings.warnings:
             console.print(f"warning: {warning}", markup=False)
     report = app.publish_results()
+    published = Path(app.settings.results)
+    from datasets import load_dataset
+
+    ratings_table_published = load_dataset(
+        str(published),
+        f"{DEMO_ARENA}_ratings",
+        split="train",
+        cache_dir=str(published.parent / "datasets-cache"),
+    )
     console.print(
-        f"published the arena's battles and ratings with the results ({len(report.changed_files)} files changed)"
+        f"published the arena's {report.arena_battles} battles (no voter named) and its ratings: "
+        f"datasets.load_dataset({str(published)!r}, {DEMO_ARENA + '_ratings'!r}): "
+        f"{ratings_table_published.num_rows} row(s), columns {', '.join(ratings_table_published.column_names)}",
+        markup=False,
     )

@@ -23,6 +23,19 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the database: SQLite (embedded default, a file in the working folder) "
         "or PostgreSQL (postgresql+psycopg://user@host/db) in production.",
     )
+    database_pool_size: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="PostgreSQL connections each process keeps open (a server's threads share them); more "
+        "concurrent transactions than this open extra connections, up to LEADERBOARD_DATABASE_MAX_OVERFLOW.",
+    )
+    database_max_overflow: int = Field(
+        20,
+        ge=0,
+        le=1000,
+        description="PostgreSQL connections opened beyond the pool under load, closed again when returned.",
+    )
     model_store: Path | None = Field(
         None,
         description="A folder in the Hugging Face hub cache layout to read models from instead of the Hub "

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-BENCHES = ("harness", "queue", "pages", "publishing", "rescoring", "arena", "gpu")
+BENCHES = ("harness", "queue", "pages", "publishing", "rescoring", "arena", "arena_votes", "gpu")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

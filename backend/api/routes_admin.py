@@ -1,5 +1,6 @@
 """What `leaderboard admin` does, over HTTP: admin tokens only."""
 
+from dataclasses import asdict
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, status
@@ -19,14 +20,32 @@ from backend.api.schemas import (
     ReasonIn,
     RecoveredOut,
     RequestOut,
+    SuspiciousVoterOut,
     TokenIn,
     TokenOut,
 )
+from backend.errors import ArenaNotConfigured
+from backend.services.arena_report import ReportRules
 from backend.storage.tokens import ApiToken
 
 FlaggedModel = Annotated[str, Query(pattern=MODEL_ID, description="ORG/NAME.")]
 BlockedModel = Annotated[str, Query(pattern=MODEL_OR_NAMESPACE, description="ORG/NAME or ORG/*.")]
 TokenId = Annotated[int, Path(ge=1, le=MAX_ID)]
+_RULES = ReportRules()
+Days = Annotated[float, Query(gt=0, le=3650, description="Votes of the last DAYS days.")]
+MinVotes = Annotated[
+    int, Query(ge=1, le=MAX_ID, description="Votes a voter needs for the side, tie and speed rules to apply.")
+]
+SideShare = Annotated[
+    float, Query(gt=0, le=1, description="Share of votes for one side (or ties) that is suspicious.")
+]
+FastSeconds = Annotated[
+    float,
+    Query(ge=0, le=86400, description="A median time from the answers to the vote under this is suspicious."),
+]
+SharedAddress = Annotated[
+    int, Query(ge=2, le=MAX_ID, description="Voters sharing one client address that are suspicious.")
+]
 
 
 def _token(record: ApiToken) -> dict[str, object]:
@@ -116,5 +135,23 @@ def build() -> APIRouter:
     def revoke_token(token_id: TokenId, ctx: Ctx, caller: Admin) -> TokenOut:
         """Revoke an API token: it stops working at once."""
         return TokenOut(**_token(ctx.auth.revoke_token(token_id)))
+
+    @router.get("/arena/suspicious", response_model=list[SuspiciousVoterOut])
+    def arena_suspicious(
+        ctx: Ctx,
+        caller: Admin,
+        days: Days = 30.0,
+        min_votes: MinVotes = _RULES.min_votes,
+        side_share: SideShare = _RULES.side_share,
+        fast_seconds: FastSeconds = _RULES.fast_seconds,
+        shared_address: SharedAddress = _RULES.shared_address,
+    ) -> list[SuspiciousVoterOut]:
+        """The arena's voters whose votes look like abuse (`leaderboard arena suspicious`), most votes first;
+        404 arena_not_configured when the deployment has no arena."""
+        data = ctx.app.arena_data
+        if data is None:
+            raise ArenaNotConfigured()
+        rules = ReportRules(min_votes, side_share, fast_seconds, shared_address)
+        return [SuspiciousVoterOut(**asdict(v)) for v in data.suspicious(days, rules)]
 
     return router

@@ -251,6 +251,23 @@ class NewTokenOut(TokenOut):
     token: str = Field(description="The token itself: shown once, keep it secret.")
 
 
+class SuspiciousVoterOut(BaseModel):
+    """An arena voter whose votes look like abuse, with the figures the rules read."""
+
+    user: str
+    votes: int = Field(description="Votes cast in the period.")
+    share_a: float = Field(description="Share of the votes for side A.")
+    share_b: float = Field(description="Share of the votes for side B.")
+    share_tie: float = Field(description="Share of the votes that are ties (tie or tie (bothbad)).")
+    median_seconds: float | None = Field(
+        description="Median seconds from the voted turn's last answer to the vote (None: no answer time)."
+    )
+    addresses: int = Field(description="Distinct client addresses (stored as keyed hashes) voted from.")
+    reasons: list[str] = Field(
+        description="Each rule broken, with its figures: same-side, always-tie, fast-votes, shared-address."
+    )
+
+
 class Health(BaseModel):
     status: str
     database: str

@@ -8,13 +8,17 @@ records (``.json``), JSON lines (``.jsonl``), CSV with a header (``.csv``) or Pa
 chooses. A bad record is refused with its index, the field and the fix; so is a model's battle against itself.
 
 Battles are kept as three numpy arrays (model indices and an outcome code) over a sorted tuple of model
-names, so a million battles cost a few megabytes and pool into counts in milliseconds.
+names, so a million battles cost a few megabytes and pool into counts in milliseconds. Style control's counts
+(``conv_metadata``, or the conversations: style_counts.py) are read only when asked (``style=True``), into
+one more array of eight int32 counts a battle; a battle without them is then refused. In CSV, those fields
+are JSON text in their cells; in Parquet, nested columns or JSON text.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +28,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from backend.arena.style_counts import COLUMNS as STYLE_COLUMNS
+from backend.arena.style_counts import FIELDS as STYLE_FIELDS
+from backend.arena.style_counts import metadata_column_counts, style_counts
 from backend.errors import BattlesInvalid
 
 GIB = 2**30
@@ -62,12 +69,14 @@ WINNER_RULE = "winner must be one of model_a, model_b, tie, tie (bothbad)"
 @dataclass(frozen=True)
 class Battles:
     """Battles over ``models`` (sorted names): ``model_a[k]`` and ``model_b[k]`` index ``models``,
-    ``outcome[k]`` is A_WINS, B_WINS or TIE."""
+    ``outcome[k]`` is A_WINS, B_WINS or TIE; ``style[k]`` the battle's counts (STYLE_COLUMNS), when read
+    with ``style=True``."""
 
     models: tuple[str, ...]
     model_a: np.ndarray
     model_b: np.ndarray
     outcome: np.ndarray
+    style: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.outcome.shape[0])
@@ -78,9 +87,11 @@ class Battles:
         return np.bincount(self.model_a, minlength=n) + np.bincount(self.model_b, minlength=n)
 
     @classmethod
-    def from_records(cls, records: Iterable[Mapping[str, Any]], source: str = "battles") -> Battles:
+    def from_records(
+        cls, records: Iterable[Mapping[str, Any]], source: str = "battles", *, style: bool = False
+    ) -> Battles:
         """Battles from records in memory (what a JSON file holds), checked like a file's."""
-        return _from_records(enumerate(records), source, lambda i: f"record {i}")
+        return _from_records(enumerate(records), source, lambda i: f"record {i}", style)
 
 
 def battles_of_columns(
@@ -96,8 +107,9 @@ def battles_of_columns(
     )
 
 
-def read_battles(path: Path, source: str | None = None) -> Battles:
-    """The battles of a file; ``source`` names it in errors (default: the path)."""
+def read_battles(path: Path, source: str | None = None, *, style: bool = False) -> Battles:
+    """The battles of a file; ``source`` names it in errors (default: the path). ``style``: read style
+    control's counts too (every battle must have them)."""
     name = source or str(path)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
@@ -118,13 +130,14 @@ def read_battles(path: Path, source: str | None = None) -> Battles:
         raise BattlesInvalid(
             name,
             f"is {size / GIB:.1f} GiB, over the {MAX_FILE_BYTES // GIB} GiB limit",
-            "drop the conversation fields (only model_a, model_b and winner are read), or write Parquet",
+            "drop the fields not read (model_a, model_b and winner are; with style control, conv_metadata, "
+            "or the conversations without it), or write Parquet",
         )
     if suffix == ".json":
-        return _read_json(path, name)
+        return _read_json(path, name, style)
     if suffix == ".jsonl":
-        return _read_jsonl(path, name)
-    return _read_columns(path, name, suffix)
+        return _read_jsonl(path, name, style)
+    return _read_columns(path, name, suffix, style)
 
 
 def _loads() -> Callable[[bytes], Any]:
@@ -136,7 +149,7 @@ def _loads() -> Callable[[bytes], Any]:
     return loads
 
 
-def _read_json(path: Path, name: str) -> Battles:
+def _read_json(path: Path, name: str, style: bool) -> Battles:
     try:
         data = _loads()(path.read_bytes())
     except (ValueError, UnicodeDecodeError) as exc:
@@ -145,10 +158,10 @@ def _read_json(path: Path, name: str) -> Battles:
         raise BattlesInvalid(
             name, f"is a JSON {type(data).__name__}, not a list of records", f"write {FORMAT}, as a JSON list"
         )
-    return _from_records(enumerate(data), name, lambda i: f"record {i}")
+    return _from_records(enumerate(data), name, lambda i: f"record {i}", style)
 
 
-def _read_jsonl(path: Path, name: str) -> Battles:
+def _read_jsonl(path: Path, name: str, style: bool) -> Battles:
     loads = _loads()
 
     def records() -> Iterable[tuple[int, Any]]:
@@ -163,13 +176,16 @@ def _read_jsonl(path: Path, name: str) -> Battles:
                         name, f"line {number} is not valid JSON ({exc})", "write one JSON record a line"
                     ) from exc
 
-    return _from_records(records(), name, lambda number: f"line {number}")
+    return _from_records(records(), name, lambda number: f"line {number}", style)
 
 
-def _from_records(records: Iterable[tuple[int, Any]], name: str, label: Callable[[int], str]) -> Battles:
+def _from_records(
+    records: Iterable[tuple[int, Any]], name: str, label: Callable[[int], str], style: bool
+) -> Battles:
     """``records``: (its number in the file, the record); ``label`` names a record by its number."""
     columns: tuple[list[str], list[str], list[str]] = ([], [], [])
     numbers: list[int] = []
+    counts = array("i")  # int32, flat: a million battles' style in 32 MB
     for number, record in records:
         if len(numbers) >= MAX_BATTLES:
             raise BattlesInvalid(
@@ -205,11 +221,17 @@ def _from_records(records: Iterable[tuple[int, Any]], name: str, label: Callable
                     f"{label(number)}: {field} has {len(value):,} characters, over {MAX_SHORT_CHARS:,}",
                     f"shorten {field}, or leave it out (it is not used)",
                 )
+        if style:
+            counts.extend(style_counts(record, name, label(number)))
     a, b, winner = (pa.array(column, pa.string()) for column in columns)
-    return _encode(a, b, winner, name, lambda i: label(numbers[i]))
+    return _encode(a, b, winner, name, lambda i: label(numbers[i]), _style_array(counts) if style else None)
 
 
-def _read_columns(path: Path, name: str, suffix: str) -> Battles:
+def _style_array(counts: array[int]) -> np.ndarray:
+    return np.frombuffer(counts, dtype=np.int32).reshape(-1, len(STYLE_COLUMNS))
+
+
+def _read_columns(path: Path, name: str, suffix: str, style: bool) -> Battles:
     try:
         if suffix == ".parquet":
             import pyarrow.parquet as pq
@@ -228,6 +250,7 @@ def _read_columns(path: Path, name: str, suffix: str) -> Battles:
                         f"write {field} as {' or '.join(t.__name__ for t in types)}, or drop the column",
                     )
             table = pq.read_table(path, columns=list(REQUIRED))
+            styled = _parquet_style(path, [f for f in STYLE_FIELDS if f in schema.names]) if style else None
         else:
             import pyarrow.csv as pcsv
 
@@ -239,6 +262,17 @@ def _read_columns(path: Path, name: str, suffix: str) -> Battles:
                     strings_can_be_null=False,
                 ),
             )
+            styled = None
+            if style:  # JSON text in the cells; an absent column reads as nulls, refused below per row
+                styled = pcsv.read_csv(
+                    path,
+                    convert_options=pcsv.ConvertOptions(
+                        include_columns=list(STYLE_FIELDS),
+                        include_missing_columns=True,
+                        column_types={field: pa.string() for field in STYLE_FIELDS},
+                        strings_can_be_null=True,
+                    ),
+                )
     except BattlesInvalid:
         raise
     except (pa.ArrowInvalid, pa.ArrowKeyError, OSError) as exc:
@@ -261,13 +295,49 @@ def _read_columns(path: Path, name: str, suffix: str) -> Battles:
                 name, f"column {field} is of type {column.type}, not strings", f"write {FORMAT}"
             )
         found.append(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
-    return _encode(
-        found[0],
-        found[1],
-        found[2],
-        name,
-        lambda i: f"row {i} (counted from 0, after the header)" if suffix == ".csv" else f"row {i}",
-    )
+
+    def where(i: int) -> str:
+        return f"row {i} (counted from 0, after the header)" if suffix == ".csv" else f"row {i}"
+
+    counts = styled if styled is None or isinstance(styled, np.ndarray) else _table_style(styled, name, where)
+    if counts is not None and len(counts) != table.num_rows:  # a table of no style field has no rows
+        style_counts({}, name, where(0))
+    return _encode(found[0], found[1], found[2], name, where, counts)
+
+
+def _parquet_style(path: Path, present: list[str]) -> pa.Table | np.ndarray:
+    """The style counts of a Parquet file when its conv_metadata column reads as columns (then the
+    conversations, gigabytes in the public releases, are not read); else the style fields, to check by row."""
+    import pyarrow.parquet as pq
+
+    if "conv_metadata" in present:
+        counts = metadata_column_counts(pq.read_table(path, columns=["conv_metadata"]).column(0))
+        if counts is not None:
+            return counts
+    return pq.read_table(path, columns=present)
+
+
+def _table_style(table: pa.Table, name: str, where: Callable[[int], str]) -> np.ndarray:
+    """Style counts of each row of a table of the style fields (nested, or JSON text), a batch at a time."""
+    loads = _loads()
+    counts = array("i")
+    i = 0
+    for batch in table.to_batches(max_chunksize=65_536):
+        text = [
+            f.name for f in batch.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+        ]
+        for record in batch.to_pylist():
+            for field in text:
+                if record[field] is not None:
+                    try:
+                        record[field] = loads(record[field])
+                    except (ValueError, UnicodeDecodeError) as exc:
+                        raise BattlesInvalid(
+                            name, f"{where(i)}: {field} is not valid JSON ({exc})", f"write {field} as JSON"
+                        ) from exc
+            counts.extend(style_counts(record, name, where(i)))
+            i += 1
+    return _style_array(counts)
 
 
 def _arrow_type_fits(arrow_type: pa.DataType, types: tuple[type, ...]) -> bool:
@@ -294,7 +364,14 @@ def _first(mask: pa.Array) -> int:
     return int(np.flatnonzero(mask.to_numpy(zero_copy_only=False))[0])
 
 
-def _encode(a: pa.Array, b: pa.Array, winner: pa.Array, name: str, where: Callable[[int], str]) -> Battles:
+def _encode(
+    a: pa.Array,
+    b: pa.Array,
+    winner: pa.Array,
+    name: str,
+    where: Callable[[int], str],
+    style: np.ndarray | None = None,
+) -> Battles:
     """Checks shared by every format, then the names sorted and the columns turned into indices."""
     for field, column in (("model_a", a), ("model_b", b), ("winner", winner)):
         if column.null_count:
@@ -338,4 +415,5 @@ def _encode(a: pa.Array, b: pa.Array, winner: pa.Array, name: str, where: Callab
         model_a=pc.index_in(a.cast(pa.string()), value_set=models).to_numpy().astype(np.int32),
         model_b=pc.index_in(b.cast(pa.string()), value_set=models).to_numpy().astype(np.int32),
         outcome=codes[pc.index_in(winner.cast(pa.string()), value_set=allowed).to_numpy()],
+        style=style,
     )

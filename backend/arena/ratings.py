@@ -13,10 +13,9 @@ count cells, so each round costs the number of cells, not of battles; round k dr
 The 95% interval is the 2.5th and 97.5th percentile of the rounds; rank = 1 + the number of models whose lower
 bound is above this model's upper bound (the public arena's rank).
 
-Not built yet: style control (the public arena's "style control" adds per-battle covariates, the normalised
-length and markdown-count differences (a - b) / (a + b + 1) of headers, lists and bold, z-scored, to the same
-logistic regression; the ratings are then the model coefficients). It needs the conversations, which the
-battles here do not keep: a later option of ``fit_ratings`` with its own columns.
+Style control (the public arena's per-battle length and markdown covariates in the same regression) is
+style.py's ``fit_style_ratings``: it fits individual battles, which do not pool, and returns the same Ratings
+with their ``style`` coefficients; it shares this module's checks, bootstrap, summary and ranks.
 """
 
 from __future__ import annotations
@@ -25,12 +24,12 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -38,6 +37,7 @@ from backend.arena.battles import A_WINS, B_WINS, TIE, Battles
 from backend.errors import InvalidInput
 
 log = logging.getLogger(__name__)
+P = TypeVar("P")
 
 LN10 = math.log(10)
 SCALE = 400.0
@@ -69,6 +69,18 @@ class ModelRating:
 
 
 @dataclass(frozen=True)
+class StyleCoefficient:
+    """A style feature's coefficient under style control: the log-odds of winning per standard deviation of
+    the feature (side a's normalised difference from side b), and its 95% bootstrap interval (None without
+    bootstrap). All None when no battle's answers differ in the feature."""
+
+    feature: str
+    coefficient: float | None
+    lower: float | None
+    upper: float | None
+
+
+@dataclass(frozen=True)
 class Ratings:
     """The fit: ``models`` best first, and what a reader must know about it (``warnings``)."""
 
@@ -82,6 +94,8 @@ class Ratings:
     #: False when no finite maximum exists (a model or group that never lost, or never won): see warnings.
     converged: bool
     warnings: tuple[str, ...]
+    #: The style coefficients of a style-controlled fit (style.py), in the order of its FEATURES; else None.
+    style: tuple[StyleCoefficient, ...] | None = None
 
     def rows(self) -> list[dict[str, Any]]:
         """The ratings as records (model, rating, rating_lower, rating_upper, rank, battles), best first."""
@@ -116,21 +130,8 @@ def fit_ratings(
     ``workers``: processes for the bootstrap (1: in this process; default: the machine's cores above
     PROCESS_MODELS models, else 1).
     """
-    if workers is not None and workers < 1:
-        raise InvalidInput(f"workers must be 1 or more, not {workers}")
-    if bootstrap < 0:
-        raise InvalidInput(f"bootstrap must be 0 or more rounds, not {bootstrap}")
-    if len(battles) == 0:
-        raise InvalidInput("no battles to rate")
+    anchored = _checked(battles, bootstrap, workers, anchor)
     n = len(battles.models)
-    anchored: tuple[int, float] | None = None
-    if anchor is not None:
-        model, value = anchor
-        if model not in battles.models:
-            raise InvalidInput(f"the anchor {model!r} fought no battle: anchor one of the rated models")
-        if not math.isfinite(value):
-            raise InvalidInput(f"the anchor's rating must be a finite number, not {value}")
-        anchored = (battles.models.index(model), float(value))
     problem = _pool(battles, anchored)
     labels = _components(n, problem.pair_i, problem.pair_j)
     with _one_blas_thread():
@@ -140,11 +141,54 @@ def fit_ratings(
 
     lower = upper = None
     if bootstrap:
-        rounds = _bootstrap(problem, bootstrap, seed, workers)
-        # A model that a round drew no battle of has no rating in it (NaN), as in FastChat's rounds.
-        with warnings.catch_warnings():  # a model absent from every round: its bounds stay NaN (None)
-            warnings.simplefilter("ignore", RuntimeWarning)
-            lower, upper = np.nanpercentile(rounds, 2.5, axis=0), np.nanpercentile(rounds, 97.5, axis=0)
+        if workers is None:
+            workers = (os.cpu_count() or 1) if n > PROCESS_MODELS else 1
+        lower, upper = _percentiles(_bootstrap(problem, bootstrap, seed, workers, _rounds))
+    groups, notes, converged = _summary(battles, problem, labels, converged)
+    return Ratings(
+        models=_ranked(battles, ratings, lower, upper),
+        battles=len(battles),
+        bootstrap=bootstrap,
+        seed=seed,
+        anchor=anchor,
+        components=groups,
+        converged=converged,
+        warnings=tuple(notes),
+    )
+
+
+def _checked(
+    battles: Battles, bootstrap: int, workers: int | None, anchor: tuple[str, float] | None
+) -> tuple[int, float] | None:
+    """The arguments of a fit checked; the anchor as (model index, rating)."""
+    if workers is not None and workers < 1:
+        raise InvalidInput(f"workers must be 1 or more, not {workers}")
+    if bootstrap < 0:
+        raise InvalidInput(f"bootstrap must be 0 or more rounds, not {bootstrap}")
+    if len(battles) == 0:
+        raise InvalidInput("no battles to rate")
+    if anchor is None:
+        return None
+    model, value = anchor
+    if model not in battles.models:
+        raise InvalidInput(f"the anchor {model!r} fought no battle: anchor one of the rated models")
+    if not math.isfinite(value):
+        raise InvalidInput(f"the anchor's rating must be a finite number, not {value}")
+    return battles.models.index(model), float(value)
+
+
+def _percentiles(rounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 95% interval of each column of the rounds. A model that a round drew no battle of has no rating
+    in it (NaN), as in FastChat's rounds; one absent from every round keeps NaN bounds (None when shown)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanpercentile(rounds, 2.5, axis=0), np.nanpercentile(rounds, 97.5, axis=0)
+
+
+def _summary(
+    battles: Battles, problem: _Problem, labels: np.ndarray, converged: bool
+) -> tuple[tuple[tuple[str, ...], ...], list[str], bool]:
+    """The groups of models that met, the warnings a reader must see, and whether a finite maximum exists."""
     groups = tuple(
         tuple(battles.models[i] for i in np.flatnonzero(labels == label)) for label in np.unique(labels)
     )
@@ -164,16 +208,7 @@ def fit_ratings(
         )
     for warning in notes:
         log.info("arena ratings: %s", warning)  # the result carries it; callers show it (the CLI on stderr)
-    return Ratings(
-        models=_ranked(battles, ratings, lower, upper),
-        battles=len(battles),
-        bootstrap=bootstrap,
-        seed=seed,
-        anchor=anchor,
-        components=groups,
-        converged=converged,
-        warnings=tuple(notes),
-    )
+    return groups, notes, converged
 
 
 def _pool(battles: Battles, anchor: tuple[int, float] | None) -> _Problem:
@@ -287,18 +322,23 @@ def _rounds(problem: _Problem, seeds: list[np.random.SeedSequence]) -> np.ndarra
     return out
 
 
-def _bootstrap(problem: _Problem, rounds: int, seed: int, workers: int | None) -> np.ndarray:
+def _bootstrap(
+    problem: P,
+    rounds: int,
+    seed: int,
+    workers: int,
+    work: Callable[[P, list[np.random.SeedSequence]], np.ndarray],
+) -> np.ndarray:
+    """``work(problem, seeds)``'s rows for rounds 0..rounds-1, in order, over up to ``workers`` processes."""
     seeds = np.random.SeedSequence(seed).spawn(rounds)
-    if workers is None:
-        workers = (os.cpu_count() or 1) if problem.n > PROCESS_MODELS else 1
     workers = min(workers, max(1, rounds // ROUNDS_PER_PROCESS))
     if workers <= 1:
-        return _rounds(problem, seeds)
+        return work(problem, seeds)
     chunks = [seeds[k::workers] for k in range(workers)]
     # 'spawn': a forked child of a process with threads (BLAS, the web server) can hang.
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        parts = list(pool.map(_rounds, [problem] * workers, chunks))
-    out = np.empty((rounds, problem.n))
+        parts = list(pool.map(work, [problem] * workers, chunks))
+    out = np.empty((rounds, parts[0].shape[1]))
     for k, part in enumerate(parts):
         out[k::workers] = part
     return out

@@ -15,7 +15,8 @@ from backend.publish.service import FORMATS
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @handle_errors
 def publish(as_json: bool) -> None:
-    """Publish every evaluated result not yet published to LEADERBOARD_RESULTS (a folder or a Hub dataset).
+    """Publish every evaluated result not yet published to LEADERBOARD_RESULTS (a folder or a Hub dataset),
+    and the arena's battles and ratings (LEADERBOARD_ARENA) when its votes changed.
 
     Safe to repeat: what is already published is not published again; what could not be delivered stays
     in the outbox and goes with the next publish.
@@ -27,11 +28,14 @@ def publish(as_json: bool) -> None:
         app.close()
 
     def text() -> None:
-        if report.published == 0:
+        if report.published == 0 and report.arena_battles == 0:
             console.print(f"nothing to publish: {report.target} is up to date")
         else:
+            what = [f"{report.published} evaluation(s)"] if report.published else []
+            if report.arena_battles:
+                what.append(f"the arena's {report.arena_battles} battles and ratings")
             console.print(
-                f"published {report.published} evaluation(s) to {report.target} "
+                f"published {' and '.join(what)} to {report.target} "
                 f"({len(report.changed_files)} files changed); outbox: {report.outbox}"
             )
         if report.refused:

@@ -162,10 +162,12 @@ def card(
     leaderboard: str,
     details: list[tuple[str, str, str]],
     judged: list[tuple[str, str, str]] | None = None,
+    arena: list[tuple[str, str, str]] | None = None,
 ) -> bytes:
     """The dataset card: `configs:` makes load_dataset(folder) return the table, each (model, task)'s
-    details loadable by name (details_<org>__<model>__<task>), and each judged leaderboard's table by the
-    leaderboard's name (``judged`` lists (name, title, table path) of those published).
+    details loadable by name (details_<org>__<model>__<task>), each judged leaderboard's table by the
+    leaderboard's name (``judged`` lists (name, title, table path) of those published), and the arena's
+    battles and ratings (``arena`` lists (config name, what it holds, path): arena_files.card_configs).
 
     ``details`` lists (model, task, path) oldest first: each published file is a split named by its time
     (as the reference's details datasets), and split "latest" is the last one.
@@ -187,7 +189,8 @@ def card(
             }
         )
     judged = judged or []
-    for name, _, path in judged:
+    arena = arena or []
+    for name, _, path in [*judged, *arena]:
         configs.append({"config_name": name, "data_files": [{"split": "train", "path": path}]})
     header = yaml.safe_dump({"configs": configs}, sort_keys=False, allow_unicode=True)
     body = (
@@ -217,6 +220,18 @@ def card(
         body += "".join(
             f'- `{name}` ({title}): `load_dataset(repo, "{name}")`\n' for name, title, _ in judged
         )
+    if arena:
+        body += (
+            "\n## The arena\n\n"
+            "Pairwise battles: two anonymous models answer a user's prompt, the user votes, the names are "
+            "shown. `arena/<name>/battles.parquet` holds every voted battle in the public Chatbot Arena's "
+            "format (question_id, model_a, model_b, winner, turn, anony, tstamp, and conversation_a / "
+            "conversation_b as lists of {role, content}; `mode` says live, static or imported), without the "
+            "voters' names or addresses. `arena/<name>/ratings.parquet` / `ratings.csv`: Bradley-Terry "
+            "ratings on the arena's scale of the votes cast with both names hidden (rank, model, rating, "
+            "rating_lower, rating_upper, battles).\n\n"
+        )
+        body += "".join(f'- `{name}` ({title}): `load_dataset(repo, "{name}")`\n' for name, title, _ in arena)
     return f"---\n{header}---\n\n{body}".encode()
 
 

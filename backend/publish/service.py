@@ -30,10 +30,11 @@ from backend.errors import (
 from backend.judged.config import JudgedConfig
 from backend.leaderboards.config import AnyConfig, LeaderboardConfig
 from backend.paths import parts_of
+from backend.publish import arena_files, judged_files
 from backend.publish import files as layout
-from backend.publish import judged_files
 from backend.publish.table import csv_bytes, parquet_bytes, to_arrow
 from backend.publish.targets import Target
+from backend.services.arena_data import ArenaDataService
 from backend.services.leaderboard import latest_rows, table_context
 from backend.services.requests_export import RequestsExportService
 from backend.storage.model_metadata import ModelMetadataRepository
@@ -53,6 +54,7 @@ class PublishReport:
     changed_files: list[str] = field(default_factory=list)
     outbox: int = 0  # evaluations still waiting for this target
     refused: list[int] = field(default_factory=list)  # requests whose model id or sha is not valid
+    arena_battles: int = 0  # the arena's voted battles, when this publish wrote its files (else 0)
 
 
 def publishable(request: EvalRequest) -> bool:
@@ -71,9 +73,12 @@ class PublishService:
         requests_export: RequestsExportService,
         clock: Callable[[], datetime],
         judged: Sequence[JudgedConfig] = (),
+        arena: ArenaDataService | None = None,
     ) -> None:
         self.config = config
         self.judged = list(judged)
+        self.arena = arena
+        self._arena_stamps: dict[str, dict[str, Any]] = {}  # target -> the arena stamp it holds, as last seen
         self.publications = publications
         self.requests = requests
         self.moderation = moderation
@@ -87,14 +92,16 @@ class PublishService:
         return [self.config, *self.judged]
 
     def publish(self, target: Target) -> PublishReport:
-        """Deliver the outbox of `target` (every leaderboard's, in one delivery); raises PublishFailed
-        (saying what is left) when it cannot."""
+        """Deliver the outbox of `target` (every leaderboard's, in one delivery), and the arena's files when
+        its votes changed since the target last took them; raises PublishFailed (saying what is left) when
+        it cannot."""
         rows_of: dict[str, list[Publication]] = {}
         for board in self.boards:
             self.publications.enqueue_new(target.key, board.name, self.clock())
             rows_of[board.name] = self.publications.for_target(target.key, board.name)
         report = PublishReport(target=target.key)
-        if all(p.published_at is not None for rows in rows_of.values() for p in rows):
+        arena_stamp, arena_due = self._arena_due(target)
+        if not arena_due and all(p.published_at is not None for rows in rows_of.values() for p in rows):
             return report
         by_id = {r.id: r for r in self.requests.all()}
         refused = [
@@ -114,20 +121,35 @@ class PublishService:
                 for name, rows in rows_of.items()
             }
         pending = [p for rows in rows_of.values() for p in rows if p.published_at is None]
-        if not pending:
+        if not pending and not arena_due:
             report.outbox = self.publications.outbox_count(target.key)
             return report
-        payload, per_publication = self._files(rows_of, by_id)
-        names = ", ".join(name for name, rows in rows_of.items() if any(p.published_at is None for p in rows))
-        message = f"Publish {len(pending)} evaluation(s) of {names}"
+        arena_tables = None
+        if self.arena is not None and arena_stamp is not None:
+            arena_tables = arena_files.card_configs(self.arena.name, self.arena.title)
+        payload, per_publication = self._files(rows_of, by_id, arena_tables)
+        parts = []
+        if pending:
+            names = ", ".join(n for n, rows in rows_of.items() if any(p.published_at is None for p in rows))
+            parts.append(f"{len(pending)} evaluation(s) of {names}")
+        if self.arena is not None and arena_stamp is not None and arena_due:
+            card = payload.pop(layout.CARD)  # the card last: it never names a file not yet written
+            payload.update(arena_files.arena_files(self.arena, arena_stamp))
+            payload[layout.CARD] = card
+            parts.append(f"the arena {self.arena.name} ({arena_stamp['votes']} battles)")
+        message = "Publish " + " and ".join(parts)
         try:
             report.changed_files = target.put(payload, message)
         except PublishFailed as exc:
             self.publications.mark_failed([p.id for p in pending], exc.message)
             left = self.publications.outbox_count(target.key)
-            raise PublishFailed(f"{exc.message}; {left} evaluation(s) left in the outbox") from exc
+            arena = "; the arena's files go with the next publish" if arena_due else ""
+            raise PublishFailed(f"{exc.message}; {left} evaluation(s) left in the outbox{arena}") from exc
         self.publications.mark_published(per_publication, self.clock())
         report.published = len(pending)
+        if arena_due and arena_stamp is not None:
+            self._arena_stamps[target.key] = arena_stamp
+            report.arena_battles = int(arena_stamp["votes"])
         report.outbox = self.publications.outbox_count(target.key)  # evaluations finished meanwhile
         log.info("published", extra={"target": target.key, "evaluations": len(pending)})
         return report
@@ -135,8 +157,26 @@ class PublishService:
     def outbox(self, target: Target) -> int:
         return self.publications.outbox_count(target.key)
 
+    def _arena_due(self, target: Target) -> tuple[dict[str, Any] | None, bool]:
+        """The arena's stamp now (None: no arena, or no vote yet) and whether ``target`` needs its files:
+        the stamp it holds (read once, then remembered for this target) is another."""
+        if self.arena is None:
+            return None, False
+        stamp = self.arena.stamp()
+        if stamp["votes"] == 0:
+            return None, False
+        if self._arena_stamps.get(target.key) == stamp:
+            return stamp, False
+        if arena_files.published_stamp(target, self.arena.name) == stamp:
+            self._arena_stamps[target.key] = stamp
+            return stamp, False
+        return stamp, True
+
     def _files(
-        self, rows_of: dict[str, list[Publication]], by_id: dict[int, EvalRequest]
+        self,
+        rows_of: dict[str, list[Publication]],
+        by_id: dict[int, EvalRequest],
+        arena_tables: list[tuple[str, str, str]] | None = None,
     ) -> tuple[dict[str, bytes], dict[int, list[str]]]:
         payload: dict[str, bytes] = {}
         per_publication: dict[int, list[str]] = {}
@@ -170,7 +210,9 @@ class PublishService:
                 payload[parquet_path] = parquet_bytes(table)
                 payload[csv_path] = csv_bytes(table)
                 judged_tables.append((board.name, board.title, parquet_path))
-        table = self.table_files(rows_of.get(self.config.name, []), by_id, per_publication, judged_tables)
+        table = self.table_files(
+            rows_of.get(self.config.name, []), by_id, per_publication, judged_tables, arena_tables
+        )
         card = table.pop(layout.CARD)
         payload.update(table)
         payload.update(self._requests_files())
@@ -183,10 +225,12 @@ class PublishService:
         by_id: dict[int, EvalRequest],
         new_files: dict[int, list[str]] | None = None,
         judged_tables: list[tuple[str, str, str]] | None = None,
+        arena_tables: list[tuple[str, str, str]] | None = None,
     ) -> dict[str, bytes]:
         """The table (parquet and CSV) and the dataset card over every publication row of a target;
         ``new_files`` holds the files of rows being published now (publication id -> paths),
-        ``judged_tables`` the judged leaderboards' tables the card lists (name, title, path)."""
+        ``judged_tables`` the judged leaderboards' tables the card lists (name, title, path), and
+        ``arena_tables`` the arena's (config name, what it holds, path)."""
         new_files = new_files or {}
         details: list[tuple[str, str, str]] = []  # (model, task, path), oldest version first
         for publication in rows:
@@ -199,7 +243,9 @@ class PublishService:
         return {
             layout.TABLE_PARQUET: parquet_bytes(table),
             layout.TABLE_CSV: csv_bytes(table),
-            layout.CARD: layout.card(self.config.title, self.config.name, details, judged_tables),
+            layout.CARD: layout.card(
+                self.config.title, self.config.name, details, judged_tables, arena_tables
+            ),
         }
 
     def _table_rows(

@@ -235,9 +235,9 @@ class ArenaService:
         """``user``'s vote on their battle (model_a, model_b, tie or tie (bothbad)); the names come back."""
         if winner not in ARENA_WINNERS:
             raise InvalidInput(f"winner must be one of {', '.join(ARENA_WINNERS)}, not {winner!r}")
-        self.repository.vote(battle_id, user, winner, self.clock(), self.limits.daily_votes)
+        battle = self.repository.vote(battle_id, user, winner, self.clock(), self.limits.daily_votes)
         log.info("arena vote", extra={"battle": battle_id, "user": user, "winner": winner})
-        return self.battle(battle_id, user)
+        return BattleView.of(battle, self.limits.max_turns)
 
     def reveal(self, battle_id: int, user: str) -> BattleView:
         """The names without a vote; the battle then takes no vote (only votes cast while hidden count)."""

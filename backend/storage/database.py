@@ -38,7 +38,10 @@ def normalize_url(url: str) -> str:
 class Database:
     """An engine and the transactions the repositories run in."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int = 20, max_overflow: int = 20) -> None:
+        """``pool_size`` connections are kept open (PostgreSQL); up to ``max_overflow`` more are opened under
+        load and closed when returned, so a pool smaller than the usual concurrency pays a new connection
+        (several ms) on many transactions."""
         self.url = normalize_url(url)
         try:
             parsed = make_url(self.url)
@@ -48,7 +51,9 @@ class Database:
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(self.url)
         elif self.dialect == "postgresql":
-            self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+            self.engine = create_engine(
+                self.url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow
+            )
         else:
             raise ConfigurationError(
                 f"unsupported database '{self.dialect}' in LEADERBOARD_DATABASE_URL: use sqlite:///FILE "

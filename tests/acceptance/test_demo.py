@@ -64,6 +64,10 @@ def test_demo_runs_the_whole_loop(tmp_path):
         name in arena_table for name in ("gpt4_1106_preview", "demo-org/tiny-chat-2", "demo-org/tiny-chat")
     )
     assert "no finite maximum-likelihood" not in out
+    assert "published the arena's 9 battles (no voter named) and its ratings" in out
+    assert "'arena_demo_ratings'): 3 row(s), columns rank, model, rating" in out
+    arena_files = workdir / "results" / "arena" / "arena_demo"
+    assert (arena_files / "battles.parquet").is_file() and (arena_files / "ratings.csv").is_file()
     # The state it leaves is a real database the CLI reads.
     env["LEADERBOARD_DATABASE_URL"] = f"sqlite:///{workdir / 'leaderboard.db'}"
 

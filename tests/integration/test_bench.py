@@ -101,6 +101,18 @@ def test_every_bench_runs_and_the_json_holds_every_figure(
     assert (arena["battles"], arena["models"], arena["bootstrap_rounds"]) == (2_000, 10, 10)
     assert _positive(arena["seconds"], arena["read_parquet_seconds"], arena["fit_and_bootstrap_seconds"])
 
+    for kind in ("sqlite", "postgres"):
+        votes = saved["benches"]["arena_votes"][kind]
+        thinking, closed = votes["with_think_time"], votes["closed_loop_saturation"]
+        assert thinking["voters"] == closed["voters"] == 20 and thinking["think_mean_seconds"] == 0.05
+        assert thinking["votes"] == thinking["n"] > 0 and closed["votes"] == 20 * 5
+        for figures in (thinking, closed):
+            assert figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+            assert _positive(figures["achieved_votes_per_second"])
+        assert thinking["offered_votes_per_second"] == pytest.approx(20 / 0.05)
+    assert "target_vote_p99_ms" in saved["benches"]["arena_votes"]["postgres"]
+    assert "target_vote_p99_ms" not in saved["benches"]["arena_votes"]["sqlite"]
+
     gpu = saved["benches"]["gpu"]
     import torch
 
@@ -116,7 +128,7 @@ def test_every_bench_runs_and_the_json_holds_every_figure(
         "harness ratio", "claim p99 (PostgreSQL)", "votes/s (sqlite)", "votes/s (postgres)",
         "page p95 (sqlite)", "first page bytes (sqlite)", "queue page p95 (sqlite)",
         "page p95 (postgres)", "first page bytes (postgres)", "queue page p95 (postgres)",
-        "publish table+card", "publish incremental", "re-score", "arena ratings",
+        "publish table+card", "publish incremental", "re-score", "arena ratings", "arena vote p99 (PostgreSQL)",
     }  # fmt: skip
     summary = markdown(saved)
     assert "## Closing note" in summary and all(name in summary for name in names)

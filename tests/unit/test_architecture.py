@@ -138,7 +138,8 @@ def test_layers_call_only_the_layers_below():
             "backend.storage",
             "backend.scheduler",
         ),
-        # The arena's ratings: a pure library over battles, under the services and the interfaces.
+        # The arena: its configs, pairing, battles, ratings and the endpoints its models answer through, under
+        # the services and the interfaces.
         "backend.arena": (
             "backend.services",
             "backend.api",
