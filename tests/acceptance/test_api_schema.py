@@ -34,12 +34,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("api-schema")]
 ADMIN_TOKEN_ID = 1_000_003
 # Schema-valid input these operations may still refuse with 422, by design: a submission that fails a rule
 # (no such file on the Hub, no license, ...), a repo id with '--' or '..' (the spec's regex dialect cannot
-# say so). Every other operation must accept all schema-valid input.
+# say so). Every other operation must accept all schema-valid input. A prompt over the arena's limit in
+# characters (its maxLength) may be over LEADERBOARD_API_MAX_BODY_BYTES in bytes first: refused with 413.
 CONFIG = schemathesis.config.SchemathesisConfig.from_str(
     """
 [[operations]]
 include-path-regex = "^/api/(submissions|admin/(flags|blocklist|official-providers))$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
+
+[[operations]]
+include-path-regex = "^/api/arena/battles"
+checks.negative_data_rejection.expected-statuses = [
+  "400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
 """
 )
 
