@@ -12,7 +12,7 @@ battle that is not the caller's is a 404 in the one error shape; a failure after
 """
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Annotated, Any, cast
 
@@ -38,7 +38,7 @@ from backend.api.schemas_arena import (
     prompt_bodies,
 )
 from backend.errors import LeaderboardError
-from backend.services.arena import AnswerEvent, ArenaService, require
+from backend.services.arena import ArenaService, require
 from backend.services.redact import strip_server_paths
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ async def answer_events(
     """The service's answer events as the stream's. The response has begun, so a failure is an event."""
     try:
         # An async generator (the service's answer), closed here when this stream is: its claim is released.
-        stream = cast(AsyncGenerator[AnswerEvent, None], arena.answer(battle_id, user, side))
+        stream = arena.answer(battle_id, user, side)
         async with aclosing(stream) as events:
             async for event in events:
                 if event.error is not None:

@@ -15,7 +15,7 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -244,7 +244,7 @@ class ArenaService:
         self.repository.reveal(battle_id, user, self.clock())
         return self.battle(battle_id, user)
 
-    async def answer(self, battle_id: int, user: str, side: str) -> AsyncIterator[AnswerEvent]:
+    async def answer(self, battle_id: int, user: str, side: str) -> AsyncGenerator[AnswerEvent, None]:
         """``side``'s answer to the latest turn, streamed: the stored one when there is one, else generated
         now, stored once whole, and released (to be asked for again) when it fails or the reader leaves."""
         if side not in SIDES:
@@ -314,8 +314,10 @@ class ArenaService:
     def _fit(self, rounds: int) -> Ratings | None:
         stamp = self.repository.vote_stamp(self.name)
         held = self._fits.get(rounds)
+        # A fit is kept while the votes are the same, or for ratings_seconds; "no votes yet" not past a vote.
         fresh = held is not None and (
-            held.stamp == stamp or time.monotonic() - held.at < self.limits.ratings_seconds
+            held.stamp == stamp
+            or (held.ratings is not None and time.monotonic() - held.at < self.limits.ratings_seconds)
         )
         if held is not None and fresh:
             return held.ratings

@@ -364,3 +364,23 @@ def test_static_battles_pair_stored_answers_of_a_judged_leaderboard(
     assert seen == models
     ratings = arena.ratings()
     assert ratings is not None and {m.model for m in ratings.models} == models
+
+
+def test_the_table_is_refitted_at_most_every_ratings_seconds_but_at_once_after_the_first_vote(
+    app: App, clock: Clock
+) -> None:
+    arena = service(app, clock, ratings_seconds=3600)
+
+    def voted() -> None:
+        view = arena.start("alice", None, "hi")
+        answer_both(arena, view.id, "alice")
+        arena.vote(view.id, "alice", "tie")
+
+    assert arena.ratings() is None
+    voted()
+    first = arena.ratings()
+    assert first is not None and first.battles == 1  # "no votes yet" is not kept past a vote
+    voted()
+    assert arena.ratings() is first  # within the hour the last fit is shown
+    fresh = service(app, clock, ratings_seconds=0)
+    assert fresh.ratings().battles == 2  # type: ignore[union-attr]
