@@ -20,6 +20,7 @@ Every vote must be accepted and stored: the figures are checked against the data
 
 from __future__ import annotations
 
+import gc
 import random
 import threading
 import time
@@ -227,6 +228,7 @@ def run_on(kind: str, size: str, root: Path) -> dict[str, Any]:
                 streamer=None,
                 limits=ArenaLimits(daily_votes=max(think_each, params["closed_each"])),
             )
+            gc.collect()  # what earlier benches of this process left is not the server's to scan
             with_think = voting(arena, {u: battles[u] for u in thinking}, think_s, seconds)
             no_think = voting(arena, {u: battles[u] for u in closed}, 0.0, float("inf"))
             for phase, users in ((with_think, list(thinking)), (no_think, list(closed))):

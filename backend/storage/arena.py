@@ -493,27 +493,32 @@ def _seconds_to_midnight(now: datetime) -> float:
     return max(86400.0 - (now - midnight).total_seconds(), 1.0)
 
 
+#: A battle with its turns, in one query (a battle always has its first turn): one round trip.
+_BATTLE_AND_TURNS = (
+    select(arena_battles, *(c.label(f"turn_{c.name}") for c in arena_turns.c if c.name != "battle_id"))
+    .join(arena_turns, arena_turns.c.battle_id == arena_battles.c.id)
+    .where(arena_battles.c.id == bindparam("battle_id"))
+    .order_by(arena_turns.c.turn)
+)
+
+
 def _read(conn: Connection, battle_id: int) -> Battle | None:
-    row = conn.execute(select(arena_battles).where(arena_battles.c.id == battle_id)).mappings().first()
-    if row is None:
-        return None
-    turns = conn.execute(
-        select(arena_turns).where(arena_turns.c.battle_id == battle_id).order_by(arena_turns.c.turn)
-    ).mappings()
-    return _battle(row, [_turn(t) for t in turns])
+    rows = conn.execute(_BATTLE_AND_TURNS, {"battle_id": battle_id}).mappings().all()
+    return _battle(rows[0], [_turn(row, "turn_") for row in rows]) if rows else None
 
 
-def _turn(row: Any) -> Turn:
+def _turn(row: Any, prefix: str = "") -> Turn:
+    """A turn from a row of arena_turns, its columns named ``prefix`` + their names."""
     return Turn(
-        number=row["turn"],
-        prompt=row["prompt"],
-        answer_a=row["answer_a"],
-        answer_b=row["answer_b"],
-        finish_a=row["finish_a"],
-        finish_b=row["finish_b"],
-        answered_a_at=row["answered_a_at"],
-        answered_b_at=row["answered_b_at"],
-        created_at=row["created_at"],
+        number=row[f"{prefix}turn"],
+        prompt=row[f"{prefix}prompt"],
+        answer_a=row[f"{prefix}answer_a"],
+        answer_b=row[f"{prefix}answer_b"],
+        finish_a=row[f"{prefix}finish_a"],
+        finish_b=row[f"{prefix}finish_b"],
+        answered_a_at=row[f"{prefix}answered_a_at"],
+        answered_b_at=row[f"{prefix}answered_b_at"],
+        created_at=row[f"{prefix}created_at"],
     )
 
 

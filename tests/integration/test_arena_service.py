@@ -384,3 +384,15 @@ def test_the_table_is_refitted_at_most_every_ratings_seconds_but_at_once_after_t
     assert arena.ratings() is first  # within the hour the last fit is shown
     fresh = service(app, clock, ratings_seconds=0)
     assert fresh.ratings().battles == 2  # type: ignore[union-attr]
+
+
+def test_a_battle_reads_back_its_own_times_and_each_turns(app: App, clock: Clock) -> None:
+    arena = service(app, clock)
+    view = arena.start("alice", None, "first")
+    answer_both(arena, view.id, "alice")
+    clock.advance(60)
+    arena.continue_battle(view.id, "alice", "second")
+    battle = arena.repository.get(view.id)
+    assert battle is not None
+    assert battle.created_at == battle.turns[0].created_at == clock() - timedelta(seconds=60)
+    assert battle.turns[1].created_at == clock() and [t.number for t in battle.turns] == [1, 2]
