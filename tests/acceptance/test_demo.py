@@ -119,3 +119,13 @@ def test_demo_runs_the_whole_loop(tmp_path):
         ]
         csv = httpx.get(f"{server.url}/api/results", params={"format": "csv"}, timeout=30)
         assert csv.status_code == 200 and "demo-org/tiny-base" in csv.text
+        # The arena it left: its page and its table over the API, the nine votes counted.
+        arena_page = httpx.get(f"{server.url}/arena", timeout=30)
+        assert arena_page.status_code == 200 and "gpt4_1106_preview" in arena_page.text
+        ratings = httpx.get(f"{server.url}/api/arena/ratings", timeout=30).json()
+        assert ratings["votes"] == 9
+        assert {row["model"] for row in ratings["rows"]} == {
+            "demo-org/tiny-chat",
+            "demo-org/tiny-chat-2",
+            "gpt4_1106_preview",
+        }
